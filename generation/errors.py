@@ -1,0 +1,63 @@
+"""Typed errors that explain themselves.
+
+Every user mistake is a :class:`BrushworkError` carrying a stable ``code`` and the
+``params`` needed to explain it.  The text is rendered from the message catalogue
+(``generation/locales/*.json``) in the reader's language, so the command line prints
+English and the Discord bot answers in the user's locale from the same error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from generation.i18n import translate
+
+
+class BrushworkError(Exception):
+    """Base class for errors that are shown to users as they are (never a traceback)."""
+
+    code: str = "error"
+
+    def __init__(self, code: str | None = None, /, **params: Any) -> None:
+        if code is not None:
+            self.code = code
+        self.params = params
+        super().__init__(self.message())
+
+    def message(self, locale: str = "en") -> str:
+        return translate(self.code, locale, **self.params)
+
+    def __reduce__(self):  # picklable across processes/threads with its params
+        return (_rebuild, (type(self), self.code, self.params))
+
+
+def _rebuild(cls, code, params):
+    return cls(code, **params)
+
+
+class RequestError(BrushworkError, ValueError):
+    """The request (prompt, flags or keyword arguments) is not acceptable."""
+
+    code = "request.invalid"
+
+
+class ModelError(BrushworkError):
+    """A model or LoRA cannot be found or loaded."""
+
+    code = "model.invalid"
+
+
+class ImageNotFound(BrushworkError, LookupError):
+    code = "image.not_found"
+
+
+class MetadataError(BrushworkError, ValueError):
+    """A PNG carries no (or unreadable) Brushwork/A1111 recipe."""
+
+    code = "metadata.missing"
+
+
+class Cancelled(BrushworkError):
+    """A running generation was asked to stop."""
+
+    code = "job.cancelled"

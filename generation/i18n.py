@@ -1,0 +1,59 @@
+"""Message catalogue: English and Simplified Chinese.
+
+Messages live in ``generation/locales/<locale>/*.json`` (one file per area: request,
+grammar, engine, cli…) as ``code -> template`` with ``str.format`` fields.  Discord locales (``en-US``, ``en-GB``, ``zh-CN``, ``zh-TW``…) are
+mapped to the closest catalogue; anything unknown falls back to English, and a code
+missing in a catalogue falls back to the English template.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+SUPPORTED_LOCALES = ("en", "zh-CN")
+
+
+def normalize_locale(locale: str | None) -> str:
+    if not locale:
+        return "en"
+    lowered = str(locale).lower().replace("_", "-")
+    if lowered.startswith("zh"):
+        return "zh-CN"
+    return "en"
+
+
+@cache
+def _catalogue(locale: str) -> dict[str, str]:
+    folder = resources.files("generation").joinpath("locales").joinpath(locale)
+    merged: dict[str, str] = {}
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".json"):
+            for code, template in json.loads(entry.read_text("utf-8")).items():
+                if code in merged:
+                    raise RuntimeError(f"message code {code!r} defined twice in locales/{locale}")
+                merged[code] = template
+    return merged
+
+
+class _Lenient(dict):
+    def __missing__(self, key: str) -> str:  # a missing field never turns into a KeyError for the user
+        return "{" + key + "}"
+
+
+def translate(code: str, locale: str | None = "en", /, **params: Any) -> str:
+    loc = normalize_locale(locale)
+    template = _catalogue(loc).get(code) or _catalogue("en").get(code)
+    if template is None:
+        template = code + ("" if not params else ": " + ", ".join(f"{k}={v}" for k, v in params.items()))
+        return template
+    return template.format_map(_Lenient({k: _render(v, loc) for k, v in params.items()}))
+
+
+def _render(value: Any, locale: str) -> Any:
+    if isinstance(value, (list, tuple)):
+        sep = "、" if locale == "zh-CN" else ", "
+        return sep.join(str(v) for v in value)
+    return value

@@ -1,0 +1,463 @@
+"""The generation request: one frozen value that every layer passes around.
+
+A :class:`Request` is what a user asked for.  Fields left ``None`` are *unset*: they take
+their value from the user's or the server's defaults, then from the model's profile, when
+the request is resolved (:func:`resolve`).  A resolved request has a seed, a size, steps,
+CFG scale, a sampler and a model, and reproduces the same image on the same machine.
+
+Validation lives here, in one place (``__post_init__``), and raises
+:class:`~generation.errors.RequestError` with a code and the allowed range, so the flag
+parser, the Python API and the bot all give the same precise answer.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from generation.errors import BrushworkError, RequestError
+from generation.i18n import translate
+from generation.profiles import ModelProfile
+from generation.samplers import find_sampler
+
+MAX_SEED = 2**32 - 1
+MAX_PROMPT_CHARS = 4000
+NAME_PATTERN = re.compile(r"^[\w][\w.\-]{0,63}$")  # model and LoRA names: letters (any script), digits, . _ -
+
+# Ranges, in one table: the parser, the validator and /help read them from here.
+RANGES: dict[str, tuple[float, float]] = {
+    "seed": (0, MAX_SEED),
+    "steps": (1, 150),
+    "cfg": (1.0, 30.0),
+    "n": (1, 4),
+    "side": (8, 8192),
+    "aspect_part": (1, 100),
+    "aspect_ratio": (0.25, 4.0),
+    "lora_weight": (-2.0, 2.0),
+    "hires_scale": (1.05, 4.0),
+    "hires_steps": (1, 150),
+    "strength": (0.01, 1.0),
+    "vary_strength": (0.01, 1.0),
+    "chaos": (0, 100),
+    "clip_skip": (1, 12),
+}
+
+DEFAULT_HIRES_SCALE = 2.0
+DEFAULT_HIRES_STRENGTH = 0.5
+
+# Presets for the image operations (Midjourney's names, A1111's knobs).
+UPSCALE_STRENGTH = {"subtle": 0.4, "creative": 0.65}
+VARY_STRENGTH = {"subtle": 0.15, "strong": 0.45}
+
+
+@dataclass(frozen=True, slots=True)
+class LoraRef:
+    """A LoRA to apply, by name, with its weight (``--lora name:0.8``)."""
+
+    name: str
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not NAME_PATTERN.match(self.name):
+            raise RequestError("request.bad_name", what="LoRA", value=self.name)
+        _check_number("lora_weight", self.weight, "--lora", integer=False)
+
+    def render(self) -> str:
+        return f"{self.name}:{format_number(self.weight)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Hires:
+    """Hires fix: generate at the base size, upscale by ``scale``, then refine with img2img.
+
+    ``steps`` is the number of steps of the refining pass (``None``: the same as the base
+    pass); like diffusers' img2img (and A1111), only ``steps × strength`` of them run.
+    """
+
+    scale: float = DEFAULT_HIRES_SCALE
+    steps: int | None = None
+    strength: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_number("hires_scale", self.scale, "--hires", integer=False)
+        if self.steps is not None:
+            _check_number("hires_steps", self.steps, "--hires-steps", integer=True)
+        if self.strength is not None:
+            _check_number("strength", self.strength, "--strength", integer=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    prompt: str
+    negative_prompt: str | None = None
+    seed: int | None = None
+    steps: int | None = None
+    cfg: float | None = None
+    sampler: str | None = None
+    aspect: tuple[int, int] | None = None
+    width: int | None = None
+    height: int | None = None
+    n: int | None = None
+    model: str | None = None
+    loras: tuple[LoraRef, ...] | None = None
+    hires: Hires | None = None
+    vary_seed: int | None = None
+    vary_strength: float | None = None
+    chaos: int | None = None
+    clip_skip: int | None = None
+    tile: bool | None = None
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    # ------------------------------------------------------------------ views
+    @property
+    def count(self) -> int:
+        return self.n or 1
+
+    @property
+    def is_resolved(self) -> bool:
+        return None not in (self.seed, self.steps, self.cfg, self.sampler, self.width, self.height, self.model)
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        return None if self.width is None or self.height is None else (self.width, self.height)
+
+    @property
+    def output_size(self) -> tuple[int, int] | None:
+        """The size of the final image, after the hires pass if there is one."""
+        if self.size is None:
+            return None
+        if self.hires is None:
+            return self.size
+        return hires_size(self.width, self.height, self.hires.scale)
+
+    # ------------------------------------------------------------------ copies
+    def with_seed(self, seed: int | None) -> Request:
+        return replace(self, seed=seed)
+
+    def with_variation(self, vary_seed: int, strength: float) -> Request:
+        return replace(self, vary_seed=vary_seed, vary_strength=strength, chaos=None)
+
+    def merged(self, overrides: Request) -> Request:
+        """This request with every field that ``overrides`` sets replacing ours.
+
+        An empty prompt in ``overrides`` keeps ours (``tweak ID "--steps 40"``).  Setting
+        ``--ar`` or ``--size`` replaces both of ours, since they are two ways to say one thing.
+        """
+        changes: dict[str, Any] = {}
+        for f in fields(Request):
+            value = getattr(overrides, f.name)
+            if f.name == "prompt":
+                if value:
+                    changes["prompt"] = value
+                continue
+            if value is not None:
+                changes[f.name] = value
+        if overrides.aspect is not None:
+            changes["width"] = changes["height"] = None
+        elif overrides.width is not None:
+            changes["aspect"] = None
+        if overrides.vary_seed is not None or overrides.vary_strength is not None:
+            changes["chaos"] = None
+        if overrides.chaos is not None:
+            changes["vary_seed"] = changes["vary_strength"] = None
+        return replace(self, **changes)
+
+    def images(self) -> list[Request]:
+        """One single-image request per image of this (resolved) request.
+
+        Image *i* uses seed ``seed + i`` (A1111's batches).  With ``--chaos C`` the images
+        share the seed's composition instead and image *i* adds a variation from seed
+        ``seed + i`` at strength ``0.1 + 0.9·C/100``: ``--chaos 0`` keeps them close,
+        ``--chaos 100`` spreads them as far as independent seeds.
+        """
+        if self.seed is None:
+            raise RequestError("request.unresolved", field="seed")
+        out = []
+        for i in range(self.count):
+            if self.chaos is not None:
+                if i == 0:
+                    one = replace(self, n=None, chaos=None, vary_seed=None, vary_strength=None)
+                else:
+                    one = replace(self, n=None, chaos=None, vary_seed=(self.seed + i) % (MAX_SEED + 1),
+                                  vary_strength=chaos_strength(self.chaos))
+            else:
+                vary = None if self.vary_seed is None else (self.vary_seed + i) % (MAX_SEED + 1)
+                one = replace(self, n=None, seed=(self.seed + i) % (MAX_SEED + 1), vary_seed=vary)
+            out.append(one)
+        return out
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict with only the set fields (stable, compact)."""
+        out: dict[str, Any] = {}
+        for f in fields(Request):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if f.name == "aspect":
+                value = list(value)
+            elif f.name == "loras":
+                value = [{"name": ref.name, "weight": ref.weight} for ref in value]
+            elif f.name == "hires":
+                value = {k: v for k, v in asdict(value).items() if v is not None}
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Request:
+        if not isinstance(data, dict):
+            raise RequestError("request.bad_json", detail="not an object")
+        known = {f.name for f in fields(Request)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise RequestError("request.bad_json", detail=f"unknown keys {unknown}")
+        values = dict(data)
+        try:
+            if values.get("aspect") is not None:
+                values["aspect"] = tuple(values["aspect"])
+            if values.get("loras") is not None:
+                values["loras"] = tuple(LoraRef(**ref) for ref in values["loras"])
+            if values.get("hires") is not None:
+                values["hires"] = Hires(**values["hires"])
+            return cls(**values)
+        except BrushworkError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise RequestError("request.bad_json", detail=str(exc)) from None
+
+    def render(self) -> str:
+        """The canonical flag string; ``parse(request.render()) == request``."""
+        from generation.grammar import render
+
+        return render(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """Something the resolver changed and the user should be told (never silent)."""
+
+    code: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def message(self, locale: str = "en") -> str:
+        return translate(self.code, locale, **self.params)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def format_number(value: float | int) -> str:
+    """Shortest text that parses back to the same number (7.0 → "7", 0.55 → "0.55")."""
+    if isinstance(value, bool):
+        raise TypeError("bool is not a number here")
+    if isinstance(value, int):
+        return str(value)
+    text = repr(float(value))
+    if text.endswith(".0"):
+        text = text[:-2]
+    return text
+
+
+def chaos_strength(chaos: int) -> float:
+    return round(0.1 + 0.9 * chaos / 100, 4)
+
+
+def snap8(value: float) -> int:
+    """Nearest multiple of 8 (at least 8)."""
+    return max(8, int(math.floor(value / 8 + 0.5)) * 8)
+
+
+def hires_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    return snap8(width * scale), snap8(height * scale)
+
+
+def aspect_size(aspect: tuple[int, int], area: int) -> tuple[int, int]:
+    """Width and height with the given ratio and about ``area`` pixels, multiples of 8."""
+    a, b = aspect
+    width = math.sqrt(area * a / b)
+    return snap8(width), snap8(width * b / a)
+
+
+def draw_seed() -> int:
+    return secrets.randbelow(MAX_SEED + 1)
+
+
+def _check_number(name: str, value: Any, flag: str, *, integer: bool) -> None:
+    lo, hi = RANGES[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RequestError("request.not_an_integer" if integer else "request.not_a_number", flag=flag, value=value)
+    if integer and not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            raise RequestError("request.not_an_integer", flag=flag, value=format_number(value))
+        raise RequestError("request.not_an_integer", flag=flag, value=value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RequestError("request.out_of_range", flag=flag, value=value, low=format_number(lo),
+                           high=format_number(hi))
+    if not lo <= value <= hi:
+        raise RequestError("request.out_of_range", flag=flag, value=format_number(value),
+                           low=format_number(lo), high=format_number(hi))
+
+
+def _validate(r: Request) -> None:
+    if not isinstance(r.prompt, str):
+        raise RequestError("request.bad_prompt")
+    if r.prompt != r.prompt.strip():
+        object.__setattr__(r, "prompt", r.prompt.strip())
+    if len(r.prompt) > MAX_PROMPT_CHARS:
+        raise RequestError("request.prompt_too_long", length=len(r.prompt), limit=MAX_PROMPT_CHARS)
+    if r.negative_prompt is not None:
+        if not isinstance(r.negative_prompt, str):
+            raise RequestError("request.bad_prompt")
+        neg = r.negative_prompt.strip()
+        object.__setattr__(r, "negative_prompt", neg or None)
+        if len(neg) > MAX_PROMPT_CHARS:
+            raise RequestError("request.prompt_too_long", length=len(neg), limit=MAX_PROMPT_CHARS)
+    ints = {"seed": "--seed", "steps": "--steps", "n": "--n", "chaos": "--chaos", "clip_skip": "--clip-skip",
+            "vary_seed": "--vary-seed"}
+    for name, flag in ints.items():
+        value = getattr(r, name)
+        if value is not None:
+            _check_number("seed" if name == "vary_seed" else name, value, flag, integer=True)
+    if r.cfg is not None:
+        _check_number("cfg", r.cfg, "--cfg", integer=False)
+        object.__setattr__(r, "cfg", float(r.cfg))
+    if r.vary_strength is not None:
+        _check_number("vary_strength", r.vary_strength, "--vary-strength", integer=False)
+        object.__setattr__(r, "vary_strength", float(r.vary_strength))
+    if r.sampler is not None:
+        if not isinstance(r.sampler, str):
+            raise RequestError("request.unknown_sampler", value=r.sampler, known=[], suggestion="")
+        canonical = find_sampler(r.sampler).name
+        if canonical != r.sampler:
+            object.__setattr__(r, "sampler", canonical)
+    if r.aspect is not None:
+        if (not isinstance(r.aspect, tuple) or len(r.aspect) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in r.aspect)):
+            raise RequestError("request.bad_aspect", value=r.aspect)
+        lo, hi = RANGES["aspect_part"]
+        if not all(lo <= v <= hi for v in r.aspect):
+            raise RequestError("request.bad_aspect", value=f"{r.aspect[0]}:{r.aspect[1]}")
+        ratio = r.aspect[0] / r.aspect[1]
+        rlo, rhi = RANGES["aspect_ratio"]
+        if not rlo <= ratio <= rhi:
+            raise RequestError("request.aspect_out_of_range", value=f"{r.aspect[0]}:{r.aspect[1]}")
+        if r.width is not None or r.height is not None:
+            raise RequestError("request.conflict", first="--ar", second="--size")
+    if (r.width is None) != (r.height is None):
+        raise RequestError("request.bad_size", value=f"{r.width}x{r.height}")
+    for side in (r.width, r.height):
+        if side is not None:
+            _check_number("side", side, "--size", integer=True)
+    if r.model is not None and (not isinstance(r.model, str) or not NAME_PATTERN.match(r.model)):
+        raise RequestError("request.bad_name", what="model", value=r.model)
+    if r.loras is not None:
+        if isinstance(r.loras, list):
+            object.__setattr__(r, "loras", tuple(r.loras))
+        if not all(isinstance(ref, LoraRef) for ref in r.loras):
+            raise RequestError("request.bad_lora", value=r.loras)
+        names = [ref.name.lower() for ref in r.loras]
+        if len(set(names)) != len(names):
+            dup = next(n for n in names if names.count(n) > 1)
+            raise RequestError("request.duplicate_lora", name=dup)
+        if not r.loras:
+            object.__setattr__(r, "loras", None)
+    if r.hires is not None and not isinstance(r.hires, Hires):
+        raise RequestError("request.bad_hires")
+    if r.chaos is not None and (r.vary_seed is not None or r.vary_strength is not None):
+        raise RequestError("request.conflict", first="--chaos", second="--vary-seed/--vary-strength")
+    if r.chaos is not None and r.n is not None and r.n < 2:
+        raise RequestError("request.chaos_needs_n")
+    if r.tile is not None and not isinstance(r.tile, bool):
+        raise RequestError("request.bad_tile")
+    if r.tile is False:
+        object.__setattr__(r, "tile", None)
+
+
+# ---------------------------------------------------------------------- resolution
+
+
+def resolve(
+    request: Request,
+    profile: ModelProfile,
+    *,
+    model: str,
+    defaults: Iterable[Request] = (),
+    seed_source: Callable[[], int] = draw_seed,
+) -> tuple[Request, list[Note]]:
+    """Fill every unset field, check the result against the model's profile.
+
+    ``defaults`` are partial requests applied from the weakest to the strongest (server
+    defaults, then the user's); the request itself always wins.  Returns the resolved
+    request and the notes the user must see (a size snapped to a multiple of 8…).
+    """
+    merged: Request | None = None
+    for layer in defaults:
+        merged = layer if merged is None else merged.merged(layer)
+    r = request if merged is None else replace(merged, prompt=request.prompt).merged(request)
+    if not r.prompt:
+        raise RequestError("request.empty_prompt")
+    notes: list[Note] = []
+
+    steps = r.steps if r.steps is not None else profile.default_steps
+    if steps > profile.max_steps:
+        raise RequestError("request.out_of_range", flag="--steps", value=steps, low=1, high=profile.max_steps)
+    cfg = r.cfg if r.cfg is not None else profile.default_cfg
+    sampler = r.sampler or profile.default_sampler
+
+    if r.width is not None and r.height is not None:
+        width, height = snap8(r.width), snap8(r.height)
+        if (width, height) != (r.width, r.height):
+            notes.append(Note("note.size_snapped", {"requested": f"{r.width}x{r.height}",
+                                                    "used": f"{width}x{height}"}))
+    elif r.aspect is not None:
+        width, height = aspect_size(r.aspect, profile.native_area)
+    else:
+        width, height = profile.native_width, profile.native_height
+    _check_size(width, height, profile, flag="--size" if r.aspect is None else "--ar")
+
+    hires = r.hires
+    if hires is not None:
+        hires = Hires(
+            scale=hires.scale,
+            steps=hires.steps if hires.steps is not None else steps,
+            strength=hires.strength if hires.strength is not None else DEFAULT_HIRES_STRENGTH,
+        )
+        if hires.steps > profile.max_steps:
+            raise RequestError("request.out_of_range", flag="--hires-steps", value=hires.steps, low=1,
+                               high=profile.max_steps)
+        out_w, out_h = hires_size(width, height, hires.scale)
+        _check_size(out_w, out_h, profile, flag="--hires")
+
+    if r.clip_skip is not None and r.clip_skip > profile.max_clip_skip:
+        raise RequestError("request.out_of_range", flag="--clip-skip", value=r.clip_skip, low=1,
+                           high=profile.max_clip_skip)
+
+    seed = r.seed if r.seed is not None else seed_source()
+    vary_seed = r.vary_seed
+    if r.vary_strength is not None and vary_seed is None:
+        vary_seed = seed_source()
+    if vary_seed is not None and r.vary_strength is None:
+        raise RequestError("request.vary_strength_missing")
+
+    resolved = replace(
+        r, seed=seed, steps=steps, cfg=cfg, sampler=sampler, aspect=None, width=width, height=height,
+        model=model, hires=hires, vary_seed=vary_seed,
+    )
+    return resolved, notes
+
+
+def _check_size(width: int, height: int, profile: ModelProfile, *, flag: str) -> None:
+    lo, hi = profile.min_side, profile.max_side
+    if not (lo <= width <= hi and lo <= height <= hi):
+        raise RequestError("request.size_out_of_range", flag=flag, value=f"{width}x{height}", low=lo, high=hi,
+                           model=profile.family)
+    if width * height > profile.max_pixels:
+        side = int(math.sqrt(profile.max_pixels)) // 8 * 8
+        raise RequestError("request.too_many_pixels", flag=flag, value=f"{width}x{height}",
+                           limit=f"{side}x{side}", model=profile.family)
