@@ -53,6 +53,8 @@ def translate(code: str, locale: str | None = "en", /, **params: Any) -> str:
 
 
 def _render(value: Any, locale: str) -> Any:
+    if callable(getattr(value, "message", None)):  # a nested error renders in the same language
+        return value.message(locale)
     if isinstance(value, (list, tuple)):
         sep = "、" if locale == "zh-CN" else ", "
         return sep.join(str(v) for v in value)

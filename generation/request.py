@@ -22,11 +22,11 @@ from typing import Any
 from generation.errors import BrushworkError, RequestError
 from generation.i18n import translate
 from generation.profiles import ModelProfile
-from generation.samplers import find_sampler
+from generation.samplers import find_sampler, sampler_names
 
 MAX_SEED = 2**32 - 1
 MAX_PROMPT_CHARS = 4000
-NAME_PATTERN = re.compile(r"^[\w][\w.\-]{0,63}$")  # model and LoRA names: letters (any script), digits, . _ -
+NAME_PATTERN = re.compile(r"[\w][\w.\-]{0,63}")  # always used with fullmatch  # model and LoRA names: letters (any script), digits, . _ -
 
 # Ranges, in one table: the parser, the validator and /help read them from here.
 RANGES: dict[str, tuple[float, float]] = {
@@ -62,8 +62,8 @@ class LoraRef:
     weight: float = 1.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not NAME_PATTERN.match(self.name):
-            raise RequestError("request.bad_name", what="LoRA", value=self.name)
+        if not isinstance(self.name, str) or not NAME_PATTERN.fullmatch(self.name):
+            raise RequestError("request.bad_lora_name", flag="--lora", value=self.name)
         _check_number("lora_weight", self.weight, "--lora", integer=False)
 
     def render(self) -> str:
@@ -304,9 +304,17 @@ def _check_number(name: str, value: Any, flag: str, *, integer: bool) -> None:
                            low=format_number(lo), high=format_number(hi))
 
 
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates (from broken JSON) cannot be stored or written to a PNG
+        raise RequestError("request.bad_prompt") from None
+
+
 def _validate(r: Request) -> None:
     if not isinstance(r.prompt, str):
         raise RequestError("request.bad_prompt")
+    _check_text(r.prompt)
     if r.prompt != r.prompt.strip():
         object.__setattr__(r, "prompt", r.prompt.strip())
     if len(r.prompt) > MAX_PROMPT_CHARS:
@@ -314,6 +322,7 @@ def _validate(r: Request) -> None:
     if r.negative_prompt is not None:
         if not isinstance(r.negative_prompt, str):
             raise RequestError("request.bad_prompt")
+        _check_text(r.negative_prompt)
         neg = r.negative_prompt.strip()
         object.__setattr__(r, "negative_prompt", neg or None)
         if len(neg) > MAX_PROMPT_CHARS:
@@ -332,30 +341,30 @@ def _validate(r: Request) -> None:
         object.__setattr__(r, "vary_strength", float(r.vary_strength))
     if r.sampler is not None:
         if not isinstance(r.sampler, str):
-            raise RequestError("request.unknown_sampler", value=r.sampler, known=[], suggestion="")
+            raise RequestError("request.unknown_sampler_plain", value=r.sampler, known=sampler_names())
         canonical = find_sampler(r.sampler).name
         if canonical != r.sampler:
             object.__setattr__(r, "sampler", canonical)
     if r.aspect is not None:
         if (not isinstance(r.aspect, tuple) or len(r.aspect) != 2
                 or not all(isinstance(v, int) and not isinstance(v, bool) for v in r.aspect)):
-            raise RequestError("request.bad_aspect", value=r.aspect)
+            raise RequestError("request.bad_aspect", flag="--ar", value=r.aspect)
         lo, hi = RANGES["aspect_part"]
         if not all(lo <= v <= hi for v in r.aspect):
-            raise RequestError("request.bad_aspect", value=f"{r.aspect[0]}:{r.aspect[1]}")
+            raise RequestError("request.bad_aspect", flag="--ar", value=f"{r.aspect[0]}:{r.aspect[1]}")
         ratio = r.aspect[0] / r.aspect[1]
         rlo, rhi = RANGES["aspect_ratio"]
         if not rlo <= ratio <= rhi:
-            raise RequestError("request.aspect_out_of_range", value=f"{r.aspect[0]}:{r.aspect[1]}")
+            raise RequestError("request.aspect_out_of_range", flag="--ar", value=f"{r.aspect[0]}:{r.aspect[1]}")
         if r.width is not None or r.height is not None:
             raise RequestError("request.conflict", first="--ar", second="--size")
     if (r.width is None) != (r.height is None):
-        raise RequestError("request.bad_size", value=f"{r.width}x{r.height}")
+        raise RequestError("request.bad_size", flag="--size", value=f"{r.width}x{r.height}")
     for side in (r.width, r.height):
         if side is not None:
             _check_number("side", side, "--size", integer=True)
-    if r.model is not None and (not isinstance(r.model, str) or not NAME_PATTERN.match(r.model)):
-        raise RequestError("request.bad_name", what="model", value=r.model)
+    if r.model is not None and (not isinstance(r.model, str) or not NAME_PATTERN.fullmatch(r.model)):
+        raise RequestError("request.bad_model_name", flag="--model", value=r.model)
     if r.loras is not None:
         if isinstance(r.loras, list):
             object.__setattr__(r, "loras", tuple(r.loras))
@@ -448,6 +457,8 @@ def resolve(
     resolved = replace(
         r, seed=seed, steps=steps, cfg=cfg, sampler=sampler, aspect=None, width=width, height=height,
         model=model, hires=hires, vary_seed=vary_seed,
+        # clip skip 1 is the model's own last layer: the same as unset (A1111 writes it only above 1)
+        clip_skip=None if r.clip_skip == 1 else r.clip_skip,
     )
     return resolved, notes
 

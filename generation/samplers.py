@@ -143,7 +143,9 @@ def find_sampler(text: str) -> Sampler:
         if close:
             match = close[0]
             suggestion = match if match in names else next(n for n in names if _key(n) == match)
-        raise RequestError("request.unknown_sampler", value=text, known=names, suggestion=suggestion)
+        if suggestion:
+            raise RequestError("request.unknown_sampler", value=text, known=names, suggestion=suggestion)
+        raise RequestError("request.unknown_sampler_plain", value=text, known=names)
     return sampler
 
 

@@ -1,0 +1,532 @@
+"""The request language: every flag, alias and spelling; every error; render ↔ parse."""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import resources
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from generation.errors import RequestError
+from generation.grammar import FLAGS, find_flag, parse, parse_defaults, render
+from generation.request import MAX_SEED, RANGES, Hires, LoraRef, Request
+from generation.samplers import sampler_names
+
+
+def req(prompt="a cat", **fields):
+    return Request(prompt=prompt, **fields)
+
+
+# ---------------------------------------------------------------------- valid input
+
+VALID = [
+    # the prompt alone, and its whitespace
+    ("a cat", req()),
+    ("  a cat \n", req()),
+    ('a sign saying "hello" --seed 1', req('a sign saying "hello"', seed=1)),
+    ("a sign saying 'hello'", req("a sign saying 'hello'")),
+    # the example of the brief
+    (
+        'a cat on a motorbike --ar 3:2 --seed 42 --steps 30 --cfg 7 --sampler "DPM++ 2M Karras" --no blurry',
+        req("a cat on a motorbike", aspect=(3, 2), seed=42, steps=30, cfg=7.0, sampler="DPM++ 2M Karras",
+            negative_prompt="blurry"),
+    ),
+    # markers: --, em dash, en dash, a Chinese input method's double dash
+    ("a cat —seed 1", req(seed=1)),
+    ("a cat –seed 1", req(seed=1)),
+    ("a cat ——seed 1", req(seed=1)),
+    ("a cat\n--seed 1", req(seed=1)),
+    ("a cat\u3000--seed 1", req(seed=1)),
+    # not markers: inside a word, no letter after, a single dash
+    ("a cat--seed", req("a cat--seed")),
+    ("well-known -- style", req("well-known -- style")),
+    ("a cat — sleeping", req("a cat — sleeping")),
+    ("a cat -seed 1", req("a cat -seed 1")),
+    ("a cat ---seed 1", req("a cat ---seed 1")),
+    # names: case, "_" and "-" do not matter
+    ("a cat --SEED 1", req(seed=1)),
+    ("a cat --Clip_Skip 2", req(clip_skip=2)),
+    ("a cat --hires --hires_steps 10", req(hires=Hires(2.0, steps=10))),
+    # --no and aliases
+    ("a cat --no blurry, text", req(negative_prompt="blurry, text")),
+    ("a cat --negative blurry", req(negative_prompt="blurry")),
+    ("a cat --neg blurry", req(negative_prompt="blurry")),
+    ('a cat --no "blurry --seed 3"', req(negative_prompt="blurry --seed 3")),
+    ('a cat --no "say \\"hi\\" \\\\ now" --seed 3', req(negative_prompt='say "hi" \\ now', seed=3)),
+    ('a cat --no "a" b', req(negative_prompt='"a" b')),
+    ('a cat --no "unclosed --seed 3', req(negative_prompt='"unclosed', seed=3)),
+    ('a cat --no"tight" --seed 3', req(negative_prompt="tight", seed=3)),
+    ("a cat --no “curly” --seed 3", req(negative_prompt="curly", seed=3)),
+    ("a cat --no ‘single’", req(negative_prompt="single")),
+    ("a cat --no 'plain'", req(negative_prompt="plain")),
+    ("a cat --no 'it's'", req(negative_prompt="'it's'")),
+    ("a cat --no \\--seed 3", req(negative_prompt="--seed 3")),
+    # Chinese prompts, negative prompts and full-width punctuation
+    ("一只猫坐在摩托车上 --no 模糊，水印 --ar 16:9", req("一只猫坐在摩托车上", negative_prompt="模糊，水印", aspect=(16, 9))),
+    ("一只猫 --ar １６：９ --steps ３０", req("一只猫", aspect=(16, 9), steps=30)),
+    ("一只猫 ——seed 7", req("一只猫", seed=7)),
+    ("“一只猫”", req("一只猫")),
+    # seeds
+    ("a cat --seed 0", req(seed=0)),
+    (f"a cat --seed {MAX_SEED}", req(seed=MAX_SEED)),
+    ("a cat --seed +42", req(seed=42)),
+    ("a cat --seed -1", req()),
+    ('a cat --seed "42"', req(seed=42)),
+    # steps, cfg and aliases, number spellings
+    ("a cat --steps 1", req(steps=1)),
+    ("a cat --steps 150", req(steps=150)),
+    ("a cat --cfg 7.5", req(cfg=7.5)),
+    ("a cat --cfg 7.", req(cfg=7.0)),
+    ("a cat --cfg .5e1", req(cfg=5.0)),
+    ("a cat --lora ink:1e-05", req(loras=(LoraRef("ink", 1e-05),))),
+    ("a cat --cfg-scale 7", req(cfg=7.0)),
+    ("a cat --guidance 7", req(cfg=7.0)),
+    ("a cat --guidance-scale 7", req(cfg=7.0)),
+    ("a cat --guidance_scale 7", req(cfg=7.0)),
+    ("a cat --cfgscale 7", req(cfg=7.0)),
+    # samplers in any spelling, quotes optional
+    ("a cat --sampler euler_a", req(sampler="Euler a")),
+    ('a cat --sampler "DPM++ 2M Karras"', req(sampler="DPM++ 2M Karras")),
+    ("a cat --sampler DPM++ 2M Karras --seed 1", req(sampler="DPM++ 2M Karras", seed=1)),
+    ("a cat --sampler dpmpp_2m_karras", req(sampler="DPM++ 2M Karras")),
+    ("a cat --sampler “Euler a”", req(sampler="Euler a")),
+    # aspect and size
+    ("a cat --ar 3:2", req(aspect=(3, 2))),
+    ("a cat --ar 16 : 9", req(aspect=(16, 9))),
+    ("a cat --aspect 2:3", req(aspect=(2, 3))),
+    ("a cat --aspect-ratio 1:1", req(aspect=(1, 1))),
+    ("a cat --size 768x512", req(width=768, height=512)),
+    ("a cat --size 768X512", req(width=768, height=512)),
+    ("a cat --size 768×512", req(width=768, height=512)),
+    ("a cat --size 768*512", req(width=768, height=512)),
+    ("a cat --size 768 x 512", req(width=768, height=512)),
+    # n and aliases
+    ("a cat --n 4", req(n=4)),
+    ("a cat --num 2", req(n=2)),
+    ("a cat --count 2", req(n=2)),
+    ("a cat --batch 2", req(n=2)),
+    # model and LoRAs
+    ("a cat --model sdxl-base_1.0", req(model="sdxl-base_1.0")),
+    ("a cat --model 水墨", req(model="水墨")),
+    ("a cat --lora ink", req(loras=(LoraRef("ink"),))),
+    ("a cat --lora ink:0.8", req(loras=(LoraRef("ink", 0.8),))),
+    ("a cat --lora ink:-1.5", req(loras=(LoraRef("ink", -1.5),))),
+    ("a cat --lora ink : 0.8", req(loras=(LoraRef("ink", 0.8),))),
+    ("a cat --lora ink:0.8, paper:0.5", req(loras=(LoraRef("ink", 0.8), LoraRef("paper", 0.5)))),
+    ("a cat --lora ink:0.8 paper", req(loras=(LoraRef("ink", 0.8), LoraRef("paper")))),
+    ("a cat --lora 水墨：0.8，纸", req(loras=(LoraRef("水墨", 0.8), LoraRef("纸")))),
+    ("a cat --lora ink:0.8 --lora paper:.5", req(loras=(LoraRef("ink", 0.8), LoraRef("paper", 0.5)))),
+    # hires
+    ("a cat --hires", req(hires=Hires(2.0))),
+    ("a cat --hires --seed 1", req(hires=Hires(2.0), seed=1)),
+    ("a cat --hires 1.5", req(hires=Hires(1.5))),
+    ("a cat --hires 1.5x", req(hires=Hires(1.5))),
+    ("a cat --hires 2 --hires-steps 12 --strength 0.4", req(hires=Hires(2.0, 12, 0.4))),
+    ("a cat --strength 0.4 --hires", req(hires=Hires(2.0, None, 0.4))),
+    ("a cat --hires --denoise 0.3", req(hires=Hires(2.0, None, 0.3))),
+    ("a cat --hires --denoising-strength 0.3", req(hires=Hires(2.0, None, 0.3))),
+    # variations, chaos, clip skip, tile
+    ("a cat --vary-seed 7 --vary-strength 0.2", req(vary_seed=7, vary_strength=0.2)),
+    ("a cat --subseed 7 --subseed-strength 0.2", req(vary_seed=7, vary_strength=0.2)),
+    ("a cat --vary-seed -1 --vary-strength 0.2", req(vary_strength=0.2)),
+    ("a cat --chaos 0", req(chaos=0)),
+    ("a cat --chaos 100 --n 4", req(chaos=100, n=4)),
+    ("a cat --clip-skip 2", req(clip_skip=2)),
+    ("a cat --clipskip 2", req(clip_skip=2)),
+    ("a cat --tile", req(tile=True)),
+    ("a cat --tile --seed 1", req(tile=True, seed=1)),
+    # escapes in the prompt
+    ("a cat \\--seed 1", req("a cat --seed 1")),
+    ("a cat \\\\--seed 1", req("a cat \\--seed 1")),
+    ("a cat \\—seed", req("a cat —seed")),
+    ("back\\slash \\", req("back\\slash \\")),
+    ("'a cat'", req("a cat")),
+    ("\\'a cat'", req("'a cat'")),
+    ("'a cat' and 'a dog'", req("'a cat' and 'a dog'")),
+    ('"a cat"', req('"a cat"')),  # the prompt is never quote-parsed
+    # A1111 attention syntax passes through untouched
+    ("a (red:1.3) [cat] BREAK sky --seed 1", req("a (red:1.3) [cat] BREAK sky", seed=1)),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), VALID)
+def test_parse(text, expected):
+    assert parse(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), VALID)
+def test_render_of_parsed_reads_back(text, expected):
+    assert parse(render(expected)) == expected
+
+
+def test_empty_prompt_allowed_on_request():
+    assert parse("--steps 40", allow_empty_prompt=True) == Request(prompt="", steps=40)
+    assert parse("", allow_empty_prompt=True) == Request(prompt="")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", Request(prompt="")),
+        ("--steps 30 --sampler euler_a", Request(prompt="", steps=30, sampler="Euler a")),
+        ("  --cfg 6 --hires  ", Request(prompt="", cfg=6.0, hires=Hires(2.0))),
+    ],
+)
+def test_parse_defaults(text, expected):
+    assert parse_defaults(text) == expected
+
+
+def test_defaults_take_flags_only():
+    with pytest.raises(RequestError) as info:
+        parse_defaults("steps 30 --cfg 7")
+    assert info.value.code == "grammar.defaults_flags_only"
+    assert "steps 30" in info.value.message()
+
+
+# ---------------------------------------------------------------------- errors
+
+ERRORS = [
+    # (text, code, fragments the English message must contain)
+    ("", "request.empty_prompt", []),
+    ("   --seed 1", "request.empty_prompt", []),
+    ("a cat --sed 4", "grammar.unknown_flag_suggest", ["--sed", "--seed"]),
+    ("a cat --stesp 20", "grammar.unknown_flag_suggest", ["--stesp", "--steps"]),
+    ("a cat --nagative x", "grammar.unknown_flag_suggest", ["--nagative", "--negative"]),
+    ("a cat --repeat 4", "grammar.unknown_flag_suggest", ["--repeat", "--n"]),
+    ("a cat --v 6", "grammar.unknown_flag_suggest", ["--v", "--model"]),
+    ("a cat --zzqq 4", "grammar.unknown_flag", ["--zzqq", "--seed", "--lora", "--tile", "\\--zzqq"]),
+    ("a cat --seed 1 --seed 2", "grammar.repeated_flag", ["--seed"]),
+    ("a cat --cfg 7 --guidance 8", "grammar.repeated_flag", ["--guidance", "--cfg"]),
+    ("a cat --tile --tile", "grammar.repeated_flag", ["--tile"]),
+    ("a cat --no", "grammar.missing_text", ["--no", "--no blurry"]),
+    ('a cat --neg ""', "grammar.missing_text", ["--neg"]),
+    ("a cat --no --seed 1", "grammar.missing_text", ["--no"]),
+    ("a cat --model", "grammar.missing_name", ["--model"]),
+    ("a cat --sampler", "grammar.missing_sampler", ["--sampler", "Euler a"]),
+    ("a cat --steps", "grammar.missing_integer", ["--steps", "1", "150"]),
+    ("a cat --seed", "grammar.missing_integer", ["--seed", "0", "4294967295"]),
+    ("a cat --cfg", "grammar.missing_number", ["--cfg", "1", "30"]),
+    ("a cat --guidance", "grammar.missing_number", ["--guidance", "1", "30", "--guidance 7"]),
+    ("a cat --ar", "grammar.missing_aspect", ["--ar", "3:2"]),
+    ("a cat --size", "grammar.missing_size", ["--size", "768x512", "8", "8192"]),
+    ("a cat --lora", "grammar.missing_lora", ["--lora", "-2", "2"]),
+    ("a cat --lora ,", "grammar.missing_lora", ["--lora"]),
+    ("a cat --n", "grammar.missing_integer", ["--n", "1", "4"]),
+    ("a cat --steps 7.5", "grammar.bad_integer", ["--steps", "7.5", "1", "150"]),
+    ("a cat --steps 30.0", "grammar.bad_integer", ["--steps", "30.0"]),
+    ("a cat --steps thirty", "grammar.bad_integer", ["--steps", "thirty"]),
+    ("a cat --steps 30 a dog", "grammar.bad_integer", ["--steps", "30 a dog"]),
+    ("a cat --num 2.5", "grammar.bad_integer", ["--num", "1", "4"]),
+    ("a cat --seed 0x10", "grammar.bad_integer", ["--seed", "0x10"]),
+    ("a cat --seed 1e3", "grammar.bad_integer", ["--seed", "1e3"]),
+    ("a cat --cfg seven", "grammar.bad_number", ["--cfg", "seven", "1", "30"]),
+    ("a cat --cfg nan", "grammar.bad_number", ["--cfg", "nan"]),
+    ("a cat --cfg inf", "grammar.bad_number", ["--cfg", "inf"]),
+    ("a cat --cfg 1e999", "request.out_of_range", ["--cfg", "1e999", "1–30"]),
+    ("a cat --cfg 1e-999", "request.out_of_range", ["--cfg", "1e-999", "1–30"]),
+    ("a cat --cfg 0x10", "grammar.bad_number", ["--cfg", "0x10"]),
+    ("a cat --cfg .", "grammar.bad_number", ["--cfg"]),
+    ("a cat --cfg 7,5", "grammar.decimal_comma", ["--cfg", "7.5", "7,5", "1", "30"]),
+    ("a cat --guidance 7,5", "grammar.decimal_comma", ["--guidance", "7.5"]),
+    ("a cat --cfg 1" + "0" * 400, "request.out_of_range", ["--cfg", "1", "30"]),
+    ("a cat --steps 0", "request.out_of_range", ["--steps 0", "1–150"]),
+    ("a cat --steps 151", "request.out_of_range", ["--steps 151", "1–150"]),
+    ("a cat --steps -5", "request.out_of_range", ["--steps -5", "1–150"]),
+    ("a cat --seed 4294967296", "request.out_of_range", ["--seed 4294967296", "0–4294967295"]),
+    ("a cat --seed -2", "request.out_of_range", ["--seed -2", "0–4294967295"]),
+    ("a cat --seed " + "9" * 5000, "request.out_of_range", ["--seed", "0–4294967295"]),
+    ("a cat --subseed 4294967296", "request.out_of_range", ["--subseed", "0–4294967295"]),
+    ("a cat --cfg 0.5", "request.out_of_range", ["--cfg 0.5", "1–30"]),
+    ("a cat --guidance 50", "request.out_of_range", ["--guidance 50", "1–30"]),
+    ("a cat --cfg-scale 50", "request.out_of_range", ["--cfg-scale 50", "1–30"]),
+    ("a cat --n 5", "request.out_of_range", ["--n 5", "1–4"]),
+    ("a cat --batch 0", "request.out_of_range", ["--batch 0", "1–4"]),
+    ("a cat --chaos 101 --n 2", "request.out_of_range", ["--chaos 101", "0–100"]),
+    ("a cat --clip-skip 13", "request.out_of_range", ["--clip-skip 13", "1–12"]),
+    ("a cat --clipskip 0", "request.out_of_range", ["--clipskip 0", "1–12"]),
+    ("a cat --vary-strength 2", "request.out_of_range", ["--vary-strength 2", "0.01–1"]),
+    ("a cat --subseed-strength 0", "request.out_of_range", ["--subseed-strength 0", "0.01–1"]),
+    ("a cat --hires 5", "request.out_of_range", ["--hires 5", "1.05–4"]),
+    ("a cat --hires 1", "request.out_of_range", ["--hires 1", "1.05–4"]),
+    ("a cat --hires --hires-steps 200", "request.out_of_range", ["--hires-steps 200", "1–150"]),
+    ("a cat --hires --strength 1.5", "request.out_of_range", ["--strength 1.5", "0.01–1"]),
+    ("a cat --hires --denoise 0", "request.out_of_range", ["--denoise 0", "0.01–1"]),
+    ("a cat --lora ink:3", "request.out_of_range", ["--lora 3", "-2–2"]),
+    ("a cat --size 4x512", "request.out_of_range", ["--size 4", "8–8192"]),
+    ("a cat --size 512x9000", "request.out_of_range", ["--size 9000", "8–8192"]),
+    ("a cat --hires abc", "grammar.bad_number", ["--hires", "abc", "1.05", "4"]),
+    ("a cat --hires --hires-steps 1.5", "grammar.bad_integer", ["--hires-steps", "1", "150"]),
+    ("a cat --ar 16/9", "grammar.aspect_separator", ["--ar", "16:9", "16/9", "1", "100"]),
+    ("a cat --ar 16x9", "grammar.aspect_separator", ["--ar", "16:9", "--size"]),
+    ("a cat --aspect 16x9", "grammar.aspect_separator", ["--aspect 16:9"]),
+    ("a cat --ar wide", "request.bad_aspect", ["wide", "3:2"]),
+    ("a cat --ar 1.5:1", "request.bad_aspect", ["1.5:1"]),
+    ("a cat --ar 0:1", "request.bad_aspect", ["0:1", "1", "100"]),
+    ("a cat --ar 101:100", "request.bad_aspect", ["101:100", "1", "100"]),
+    ("a cat --ar 5:1", "request.aspect_out_of_range", ["5:1", "1:4", "4:1"]),
+    ("a cat --size 3:2", "grammar.size_is_aspect", ["--size", "--ar 3:2", "8", "8192"]),
+    ("a cat --size big", "request.bad_size", ["big", "768x512"]),
+    ("a cat --size 512", "request.bad_size", ["512"]),
+    ("a cat --ar 3:2 --size 512x512", "request.conflict", ["--ar", "--size"]),
+    ("a cat --size 512x512 --aspect 3:2", "request.conflict", ["--size", "--aspect"]),
+    ("a cat --sampler foo", "request.unknown_sampler_plain", ["foo", "Euler a"]),
+    ("a cat --model my model", "request.bad_model_name", ["my model"]),
+    ("a cat --model ../etc", "request.bad_model_name", ["../etc"]),
+    ("a cat --lora ink 0.8", "grammar.bad_lora", ["--lora", "0.8", "inkwash:0.8", "-2", "2"]),
+    ("a cat --lora ink:", "grammar.bad_lora", ["--lora", "ink:"]),
+    ("a cat --lora :0.8", "grammar.bad_lora", ["--lora", ":0.8"]),
+    ("a cat --lora a:1:2", "grammar.bad_lora", ["--lora", "a:1:2"]),
+    ("a cat --lora ink:heavy", "grammar.bad_number", ["--lora", "heavy", "-2", "2"]),
+    ("a cat --lora ../x", "request.bad_lora_name", ["../x"]),
+    ("a cat --lora ink --lora INK:0.5", "request.duplicate_lora", ["ink"]),
+    ("a cat --tile yes", "grammar.unexpected_value", ["--tile", "yes"]),
+    ("a cat --hires-steps 10", "grammar.needs_hires", ["--hires-steps", "--hires"]),
+    ("a cat --strength 0.5", "grammar.needs_hires", ["--strength", "--hires"]),
+    ("a cat --denoise 0.5", "grammar.needs_hires", ["--denoise", "--hires"]),
+    ("a cat --chaos 50 --n 1", "request.chaos_needs_n", ["--chaos"]),
+    ("a cat --chaos 50 --vary-seed 3", "request.conflict", ["--chaos", "--vary-seed"]),
+    ("x" * 4001, "request.prompt_too_long", ["4001", "4000"]),
+]
+
+
+@pytest.mark.parametrize(("text", "code", "fragments"), ERRORS)
+def test_errors(text, code, fragments):
+    with pytest.raises(RequestError) as info:
+        parse(text)
+    assert info.value.code == code
+    message = info.value.message()
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    chinese = info.value.message("zh-CN")
+    assert chinese and "{" not in chinese.replace("{}", "")
+    for fragment in fragments:
+        if fragment.startswith("--"):
+            assert fragment.split()[0] in chinese
+
+
+def test_errors_name_the_flag_as_typed_and_carry_the_range():
+    with pytest.raises(RequestError) as info:
+        parse("a cat —guidance 31")
+    assert info.value.params["flag"] == "--guidance"
+    assert (info.value.params["low"], info.value.params["high"]) == ("1", "30")
+
+
+def test_long_values_are_shortened_in_messages():
+    with pytest.raises(RequestError) as info:
+        parse("a cat --steps " + "x" * 1000)
+    assert len(info.value.message()) < 300
+
+
+@pytest.mark.parametrize("value", [None, 42, b"a cat", ["a cat"]])
+def test_non_text_input_is_a_request_error(value):
+    with pytest.raises(RequestError):
+        parse(value)
+
+
+# ---------------------------------------------------------------------- render
+
+RENDER = [
+    (req(), "a cat"),
+    (Request(prompt=""), ""),
+    (Request(prompt="", steps=30), "--steps 30"),
+    (
+        req(negative_prompt="blurry", model="sdxl", loras=(LoraRef("a", 0.8), LoraRef("b")), aspect=(3, 2),
+            steps=30, cfg=7, sampler="dpmpp_2m_karras", seed=42, vary_seed=7, vary_strength=0.2,
+            hires=Hires(1.5, 12, 0.4), clip_skip=2, tile=True, n=4),
+        'a cat --no blurry --model sdxl --lora a:0.8 --lora b:1 --ar 3:2 --steps 30 --cfg 7 '
+        '--sampler "DPM++ 2M Karras" --seed 42 --vary-seed 7 --vary-strength 0.2 --hires 1.5 '
+        "--hires-steps 12 --strength 0.4 --clip-skip 2 --tile --n 4",
+    ),
+    (req(width=768, height=512, chaos=50, n=2, sampler="Euler"), "a cat --size 768x512 --sampler Euler --chaos 50 --n 2"),
+    (req(hires=Hires()), "a cat --hires 2"),
+    (req(cfg=7.25), "a cat --cfg 7.25"),
+    (req(tile=False), "a cat"),
+    (req("a --seed 1 b"), "a \\--seed 1 b"),
+    (req("a \\--seed 1 b"), "a \\\\--seed 1 b"),
+    (req("a —seed b"), "a \\—seed b"),
+    (req("'a cat'"), "\\'a cat'"),
+    (req("“a cat”"), "\\“a cat”"),
+    (req("'a cat' and 'a dog'"), "'a cat' and 'a dog'"),
+    (req('"a cat"'), '"a cat"'),
+    (req("一只猫", negative_prompt="模糊，水印"), "一只猫 --no 模糊，水印"),
+    (req(negative_prompt="a --seed 1"), 'a cat --no "a --seed 1"'),
+    (req(negative_prompt='"quoted"'), 'a cat --no "\\"quoted\\""'),
+    (req(negative_prompt='say "hi"'), 'a cat --no say "hi"'),
+    (req(negative_prompt="'single'"), "a cat --no \"'single'\""),
+    (req(negative_prompt="back\\slash"), "a cat --no back\\slash"),
+]
+
+
+@pytest.mark.parametrize(("request_", "text"), RENDER)
+def test_render(request_, text):
+    assert render(request_) == text
+    assert request_.render() == text
+    assert parse(text, allow_empty_prompt=True) == request_
+
+
+# ---------------------------------------------------------------------- the flag table
+
+
+def test_flag_table_covers_every_request_field():
+    fields = {spec.field.split(".")[0] for spec in FLAGS}
+    expected = set(Request.__dataclass_fields__) - {"prompt", "width", "height"} | {"size"}
+    assert fields == expected
+
+
+@pytest.mark.parametrize("spec", FLAGS, ids=lambda s: s.name)
+def test_flag_table_entries(spec):
+    assert spec.flag == "--" + spec.name
+    assert spec.description and spec.describe("zh-CN") and spec.description != spec.describe("zh-CN")
+    assert spec.example.startswith(spec.flag)
+    assert spec.usage().startswith(spec.flag)
+    if spec.range_key is not None:
+        assert spec.range == RANGES[spec.range_key]
+    for spelling in (spec.name, *spec.aliases):
+        assert find_flag(spelling) is spec
+        assert find_flag("--" + spelling.upper().replace("-", "_")) is spec
+    prefix = "a cat --hires " if spec.field.startswith("hires.") and spec.name != "hires" else "a cat "
+    if spec.name == "chaos":
+        prefix = "a cat --n 2 "
+    assert isinstance(parse(prefix + spec.example), Request)  # the help's example works
+
+
+def test_every_alias_is_accepted():
+    for spec in FLAGS:
+        for alias in spec.aliases:
+            example = "--" + alias + spec.example[len(spec.flag):]
+            prefix = "a cat --hires " if spec.field.startswith("hires.") else "a cat "
+            assert parse(prefix + example) == parse(prefix + spec.example)
+
+
+def _catalogue(locale):
+    path = resources.files("generation").joinpath("locales", locale, "grammar.json")
+    return json.loads(path.read_text("utf-8"))
+
+
+def test_catalogues_match_and_every_code_is_defined():
+    en, zh = _catalogue("en"), _catalogue("zh-CN")
+    assert set(en) == set(zh)
+    for code in en:
+        assert set(re.findall(r"{(\w+)}", en[code])) == set(re.findall(r"{(\w+)}", zh[code])), code
+        assert re.search(r"[\u4e00-\u9fff]", zh[code]), code
+    source = resources.files("generation").joinpath("grammar.py").read_text("utf-8")
+    for code in set(re.findall(r'"(grammar\.\w+)"', source)):
+        assert code in en, code
+    assert {f"flag.{spec.name}" for spec in FLAGS} <= set(en)
+
+
+# ---------------------------------------------------------------------- properties
+
+FRAGMENTS = st.sampled_from([
+    "--", "—", "–", "——", "-", "\\", "\\\\", '"', "'", "“", "”", "‘", "’", " ", "  ", "\n", ",", ":", "：",
+    "x", "×", "*", ".", "+", "-1", "0", "7", "7.5", "1e999", "nan", "0x10", "9" * 30, "猫", "水墨", "a",
+    "seed", "no", "neg", "ar", "size", "steps", "cfg", "guidance", "sampler", "euler_a", "DPM++ 2M Karras",
+    "n", "model", "lora", "hires", "hires-steps", "strength", "denoise", "vary-seed", "vary_strength",
+    "chaos", "clip-skip", "tile", "3:2", "768x512", "ink:0.8", "BREAK", "(", ")",
+])
+ANY_TEXT = st.one_of(
+    st.text(max_size=200),
+    st.lists(FRAGMENTS, max_size=40).map("".join),
+    st.lists(st.one_of(FRAGMENTS, st.text(max_size=5)), max_size=30).map("".join),
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ANY_TEXT, st.booleans())
+def test_parse_is_total(text, allow_empty):
+    try:
+        result = parse(text, allow_empty_prompt=allow_empty)
+    except RequestError as err:
+        assert err.message() and err.message("zh-CN")
+    else:
+        assert isinstance(result, Request)
+    try:
+        parse_defaults(text)
+    except RequestError:
+        pass
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ANY_TEXT)
+def test_parse_render_parse_is_stable(text):
+    try:
+        first = parse(text, allow_empty_prompt=True)
+    except RequestError:
+        assume(False)
+        return
+    assert parse(render(first), allow_empty_prompt=True) == first
+
+
+PROMPT_TEXT = st.one_of(
+    st.text(max_size=60),
+    st.lists(st.one_of(FRAGMENTS, st.text(max_size=4)), max_size=20).map("".join),
+)
+NAMES = st.from_regex(r"[\w][\w.\-]{0,20}", fullmatch=True)
+
+
+@st.composite
+def requests(draw):
+    fields = {}
+
+    def maybe(key, strategy):
+        value = draw(st.none() | strategy)
+        if value is not None:
+            fields[key] = value
+
+    maybe("negative_prompt", PROMPT_TEXT)
+    maybe("seed", st.integers(0, MAX_SEED))
+    maybe("steps", st.integers(1, 150))
+    maybe("cfg", st.floats(1.0, 30.0))
+    maybe("sampler", st.sampled_from(sampler_names()))
+    shape = draw(st.sampled_from(["none", "aspect", "size"]))
+    if shape == "aspect":
+        a, b = draw(st.integers(1, 100)), draw(st.integers(1, 100))
+        assume(0.25 <= a / b <= 4)
+        fields["aspect"] = (a, b)
+    elif shape == "size":
+        fields["width"], fields["height"] = draw(st.integers(8, 8192)), draw(st.integers(8, 8192))
+    maybe("n", st.integers(1, 4))
+    maybe("model", NAMES)
+    names = draw(st.lists(NAMES, max_size=3, unique_by=str.lower))
+    if names:
+        fields["loras"] = tuple(LoraRef(name, draw(st.floats(-2.0, 2.0))) for name in names)
+    if draw(st.booleans()):
+        fields["hires"] = Hires(
+            draw(st.floats(1.05, 4.0)),
+            draw(st.none() | st.integers(1, 150)),
+            draw(st.none() | st.floats(0.01, 1.0)),
+        )
+    if draw(st.booleans()):
+        maybe("vary_seed", st.integers(0, MAX_SEED))
+        maybe("vary_strength", st.floats(0.01, 1.0))
+    else:
+        maybe("chaos", st.integers(0, 100))
+        if "chaos" in fields and fields.get("n") == 1:
+            fields["n"] = 2
+    maybe("clip_skip", st.integers(1, 12))
+    maybe("tile", st.booleans())
+    return Request(prompt=draw(PROMPT_TEXT), **fields)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(requests())
+def test_render_parse_round_trip(request_):
+    text = render(request_)
+    assert parse(text, allow_empty_prompt=True) == request_
+    if request_.prompt:
+        assert parse(text) == request_
+
+
+@settings(max_examples=200, deadline=None)
+@given(PROMPT_TEXT)
+def test_any_prompt_round_trips(prompt):
+    request_ = Request(prompt=prompt, negative_prompt=prompt, seed=1)
+    assert parse(render(request_), allow_empty_prompt=True) == request_
+
+
+def test_names_with_a_trailing_newline_are_rejected():
+    with pytest.raises(RequestError):
+        Request(prompt="a cat", model="sdxl\n")
