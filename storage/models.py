@@ -1,0 +1,208 @@
+"""The database tables, as SQLAlchemy 2 typed declarative models.
+
+Conventions that the migrations rely on:
+- every constraint and index is named by ``NAMING_CONVENTION`` (Alembic needs names to
+  alter or drop them, above all in SQLite batch mode);
+- datetimes are :class:`UTCDateTime`: stored as UTC, always read back timezone-aware;
+- defaults are callables or constants evaluated per row, never values computed at import;
+- Discord snowflakes are ``BigInteger``; surrogate keys are ``BigInteger`` except on SQLite,
+  where only ``INTEGER PRIMARY KEY`` is the auto-incrementing rowid.
+
+LoRAs and datasets arrive in a later migration, with their own tables.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    select,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, aliased, column_property, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+IMAGE_RELATIONS = ("reroll", "tweak", "upscale", "vary")
+JOB_KINDS = ("generate", "reroll", "tweak", "upscale", "vary", "train")
+JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC (the default of every timestamp column)."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is UTC in the database and timezone-aware in Python.
+
+    PostgreSQL stores ``timestamptz``.  SQLite has no time zones: the value is stored as
+    naive UTC text (which sorts correctly) and marked UTC again when read.  Naive datetimes
+    are refused rather than guessed at.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"expected a datetime, got {type(value).__name__}")
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value.isoformat()} refused: give a timezone-aware value")
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+#: Auto-incrementing surrogate key: BIGINT, but INTEGER (the rowid) on SQLite.
+SurrogateKey = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON(),
+        list[str]: JSON(),
+    }
+
+
+class Job(Base):
+    """A unit of GPU work; rich enough for the durable queue (claiming, retries, heartbeats)."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        CheckConstraint(_in("kind", JOB_KINDS), name="kind"),
+        CheckConstraint(_in("status", JOB_STATUSES), name="status"),
+        CheckConstraint("attempts >= 0", name="attempts"),
+        CheckConstraint("max_attempts >= 1", name="max_attempts"),
+        Index("ix_jobs_status_priority_created_at", "status", "priority", "created_at"),
+        Index("ix_jobs_owner_id_status", "owner_id", "status"),
+        Index("ix_jobs_guild_id_created_at", "guild_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(SurrogateKey, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(16), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    owner_id: Mapped[int] = mapped_column(BigInteger)
+    guild_id: Mapped[int | None] = mapped_column(BigInteger)
+    channel_id: Mapped[int | None] = mapped_column(BigInteger)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    error: Mapped[str | None] = mapped_column(Text)
+    result_image_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    reply_ref: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Image(Base):
+    """One stored image: its recipe, where it was made, its file, and where it came from."""
+
+    __tablename__ = "images"
+    __table_args__ = (
+        CheckConstraint(f"relation IS NULL OR {_in('relation', IMAGE_RELATIONS)}", name="relation"),
+        CheckConstraint("batch_index >= 0", name="batch_index"),
+        CheckConstraint("file_size >= 0", name="file_size"),
+        Index("ix_images_owner_id_created_at", "owner_id", "created_at"),
+        # Also serves every lookup by guild_id alone (leading column).
+        Index("ix_images_guild_id_created_at", "guild_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(SurrogateKey, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(16), unique=True)
+    owner_id: Mapped[int] = mapped_column(BigInteger)
+    guild_id: Mapped[int | None] = mapped_column(BigInteger)
+    channel_id: Mapped[int | None] = mapped_column(BigInteger)
+    message_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("images.id", ondelete="SET NULL"), index=True)
+    relation: Mapped[str | None] = mapped_column(String(16))
+    batch_index: Mapped[int] = mapped_column(Integer, default=0)
+    prompt: Mapped[str] = mapped_column(Text)
+    negative_prompt: Mapped[str | None] = mapped_column(Text)
+    seed: Mapped[int] = mapped_column(BigInteger)
+    steps: Mapped[int] = mapped_column(Integer)
+    cfg: Mapped[float] = mapped_column(Float)
+    sampler: Mapped[str] = mapped_column(String(64))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    model: Mapped[str] = mapped_column(String(255))
+    model_hash: Mapped[str | None] = mapped_column(String(64))
+    lora_hashes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    canonical: Mapped[str] = mapped_column(Text)
+    file_path: Mapped[str] = mapped_column(String(512))
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    file_size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+# Public ids of the linked rows, loaded with each image (internal keys stay inside storage).
+_parent = aliased(Image)
+Image.parent_public_id = column_property(
+    select(_parent.public_id).where(_parent.id == Image.parent_id).scalar_subquery()
+)
+Image.job_public_id = column_property(select(Job.public_id).where(Job.id == Image.job_id).scalar_subquery())
+
+
+class UserSettings(Base):
+    __tablename__ = "user_settings"
+
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    defaults: Mapped[str] = mapped_column(Text, default="")
+    locale: Mapped[str | None] = mapped_column(String(16))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class GuildSettings(Base):
+    __tablename__ = "guild_settings"
+
+    guild_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    defaults: Mapped[str] = mapped_column(Text, default="")
+    allowed_models: Mapped[list[str] | None] = mapped_column(JSON)
+    limits: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    channels: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    safety: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

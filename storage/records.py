@@ -1,0 +1,225 @@
+"""Plain values that cross the storage boundary: what callers give and what repositories return.
+
+All frozen dataclasses.  JSON-ish fields are plain ``dict``/``list`` values as read; treat them
+as read-only.  Datetimes are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from storage.errors import InvalidValue
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class ImageRelation(StrEnum):
+    """How an image was made from its parent."""
+
+    REROLL = "reroll"
+    TWEAK = "tweak"
+    UPSCALE = "upscale"
+    VARY = "vary"
+
+
+class JobKind(StrEnum):
+    GENERATE = "generate"
+    REROLL = "reroll"
+    TWEAK = "tweak"
+    UPSCALE = "upscale"
+    VARY = "vary"
+    TRAIN = "train"
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+def coerce_enum(enum: type[E], value: object, name: str) -> E:
+    """``value`` as a member of ``enum``, or :class:`InvalidValue` naming what is allowed."""
+    try:
+        return enum(value)
+    except ValueError:
+        raise InvalidValue(name, value, ", ".join(member.value for member in enum)) from None
+
+
+#: owner_id of the local operator (the person at the command line).
+OPERATOR_USER_ID = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Who is asking, and from where: the input of every access check.
+
+    ``guild_id`` is the server the request comes from (``None`` = direct messages or the
+    command line).  ``operator`` is the local operator, who sees everything.
+    """
+
+    user_id: int
+    guild_id: int | None = None
+    operator: bool = False
+
+    @classmethod
+    def local_operator(cls) -> Scope:
+        return cls(user_id=OPERATOR_USER_ID, guild_id=None, operator=True)
+
+    def can_see(self, owner_id: int, guild_id: int | None) -> bool:
+        """The visibility rule for things made in a server or in direct messages.
+
+        Made in a server: visible from that same server only (to everyone in it).
+        Made in direct messages: visible to its owner only, from direct messages.
+        """
+        if self.operator:
+            return True
+        if guild_id is not None:
+            return self.guild_id == guild_id
+        return self.guild_id is None and self.user_id == owner_id
+
+
+@dataclass(frozen=True, slots=True)
+class NewImage:
+    """What a caller knows about a freshly generated image; storage adds ids, file and time."""
+
+    owner_id: int
+    prompt: str
+    seed: int
+    steps: int
+    cfg: float
+    sampler: str
+    width: int
+    height: int
+    model: str
+    request: Mapping[str, Any]
+    canonical: str
+    negative_prompt: str | None = None
+    model_hash: str | None = None
+    lora_hashes: Mapping[str, str] = field(default_factory=dict)
+    guild_id: int | None = None
+    channel_id: int | None = None
+    message_id: int | None = None
+    batch_index: int = 0
+    parent_public_id: str | None = None
+    relation: ImageRelation | None = None
+    job_public_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.relation is not None:
+            object.__setattr__(self, "relation", coerce_enum(ImageRelation, self.relation, "relation"))
+        if (self.relation is None) != (self.parent_public_id is None):
+            raise InvalidValue(
+                "relation", self.relation, "a relation together with a parent image, or neither"
+            )
+        if self.batch_index < 0:
+            raise InvalidValue("batch_index", self.batch_index, "0 or more")
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRecord:
+    id: int
+    public_id: str
+    owner_id: int
+    guild_id: int | None
+    channel_id: int | None
+    message_id: int | None
+    job_public_id: str | None
+    parent_public_id: str | None
+    relation: ImageRelation | None
+    batch_index: int
+    prompt: str
+    negative_prompt: str | None
+    seed: int
+    steps: int
+    cfg: float
+    sampler: str
+    width: int
+    height: int
+    model: str
+    model_hash: str | None
+    lora_hashes: dict[str, str]
+    request: dict[str, Any]
+    canonical: str
+    file_path: str
+    content_sha256: str
+    file_size: int
+    created_at: datetime
+    deleted_at: datetime | None
+
+    @property
+    def deleted(self) -> bool:
+        return self.deleted_at is not None
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    kind: JobKind
+    owner_id: int
+    request: Mapping[str, Any]
+    guild_id: int | None = None
+    channel_id: int | None = None
+    priority: int = 0
+    max_attempts: int = 3
+    reply_ref: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", coerce_enum(JobKind, self.kind, "kind"))
+        if self.max_attempts < 1:
+            raise InvalidValue("max_attempts", self.max_attempts, "1 or more")
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    id: int
+    public_id: str
+    kind: JobKind
+    status: JobStatus
+    priority: int
+    owner_id: int
+    guild_id: int | None
+    channel_id: int | None
+    request: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    progress: float
+    error: str | None
+    result_image_ids: list[str]
+    reply_ref: dict[str, Any] | None
+    gpu_seconds: float
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class UserSettingsRecord:
+    """A user's saved defaults; ``updated_at`` is ``None`` when nothing was ever saved."""
+
+    user_id: int
+    defaults: str = ""
+    locale: str | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GuildSettingsRecord:
+    """A server's settings; ``allowed_models`` ``None`` means every model is allowed."""
+
+    guild_id: int
+    defaults: str = ""
+    allowed_models: list[str] | None = None
+    limits: dict[str, Any] = field(default_factory=dict)
+    channels: dict[str, Any] = field(default_factory=dict)
+    safety: dict[str, Any] = field(default_factory=dict)
+    updated_at: datetime | None = None

@@ -1,0 +1,504 @@
+"""Repositories: queries and changes on one session, returning records, never committing.
+
+Access rules live here, next to the queries, so no caller can forget them:
+``Scope.can_see`` for single rows and :func:`_visible_to` for lists say the same thing.
+A row the scope may not see raises :class:`NotFound` exactly as a missing row does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import ColumnElement, and_, or_, select, true, update
+from sqlalchemy.orm import Session
+
+from storage.errors import IdsExhausted, InvalidValue, NotFound, PermissionDenied, StaleState
+from storage.files import StoredFile
+from storage.ids import new_public_id
+from storage.models import GuildSettings, Image, Job, UserSettings, utcnow
+from storage.records import (
+    GuildSettingsRecord,
+    ImageRecord,
+    ImageRelation,
+    JobKind,
+    JobRecord,
+    JobStatus,
+    NewImage,
+    NewJob,
+    Scope,
+    UserSettingsRecord,
+    coerce_enum,
+)
+
+MAX_PAGE = 100
+#: Longest parent chain followed by ``lineage`` (a guard, chains are short in practice).
+MAX_LINEAGE = 256
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+#: "Leave this field as it is" (``None`` is a value: it clears a nullable field).
+UNSET: Final = _Unset()
+
+
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidValue("limit", limit, f"1 to {MAX_PAGE}")
+
+
+def _visible_to(scope: Scope, owner: Any, guild: Any) -> ColumnElement[bool]:
+    """SQL form of :meth:`Scope.can_see`."""
+    if scope.operator:
+        return true()
+    if scope.guild_id is not None:
+        return guild == scope.guild_id
+    return and_(guild.is_(None), owner == scope.user_id)
+
+
+def _image_record(row: Image) -> ImageRecord:
+    return ImageRecord(
+        id=row.id,
+        public_id=row.public_id,
+        owner_id=row.owner_id,
+        guild_id=row.guild_id,
+        channel_id=row.channel_id,
+        message_id=row.message_id,
+        job_public_id=row.job_public_id,
+        parent_public_id=row.parent_public_id,
+        relation=ImageRelation(row.relation) if row.relation is not None else None,
+        batch_index=row.batch_index,
+        prompt=row.prompt,
+        negative_prompt=row.negative_prompt,
+        seed=row.seed,
+        steps=row.steps,
+        cfg=row.cfg,
+        sampler=row.sampler,
+        width=row.width,
+        height=row.height,
+        model=row.model,
+        model_hash=row.model_hash,
+        lora_hashes=dict(row.lora_hashes),
+        request=dict(row.request),
+        canonical=row.canonical,
+        file_path=row.file_path,
+        content_sha256=row.content_sha256,
+        file_size=row.file_size,
+        created_at=row.created_at,
+        deleted_at=row.deleted_at,
+    )
+
+
+class ImageRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    # -- writing -----------------------------------------------------------------------
+    def add(
+        self, new: NewImage, *, public_id: str, stored: StoredFile, created_at: datetime | None = None
+    ) -> ImageRecord:
+        """Insert the row of an image whose file is already stored (see ``storage.archive``).
+
+        The parent and job are given by public id and must exist (:class:`NotFound`).
+        Flushes, so a duplicate public id raises ``IntegrityError`` here.
+        """
+        parent_id = self._internal_id(new.parent_public_id) if new.parent_public_id else None
+        job_id = None
+        if new.job_public_id is not None:
+            job_id = self._session.scalar(select(Job.id).where(Job.public_id == new.job_public_id))
+            if job_id is None:
+                raise NotFound("job", new.job_public_id)
+        row = Image(
+            public_id=public_id,
+            owner_id=new.owner_id,
+            guild_id=new.guild_id,
+            channel_id=new.channel_id,
+            message_id=new.message_id,
+            job_id=job_id,
+            parent_id=parent_id,
+            relation=new.relation.value if new.relation is not None else None,
+            batch_index=new.batch_index,
+            prompt=new.prompt,
+            negative_prompt=new.negative_prompt,
+            seed=new.seed,
+            steps=new.steps,
+            cfg=new.cfg,
+            sampler=new.sampler,
+            width=new.width,
+            height=new.height,
+            model=new.model,
+            model_hash=new.model_hash,
+            lora_hashes=dict(new.lora_hashes),
+            request=dict(new.request),
+            canonical=new.canonical,
+            file_path=stored.relative_path,
+            content_sha256=stored.sha256,
+            file_size=stored.size,
+        )
+        if created_at is not None:
+            row.created_at = created_at
+        self._session.add(row)
+        self._session.flush()
+        self._session.refresh(row)  # loads the linked public ids
+        return _image_record(row)
+
+    def attach_message(
+        self, public_id: str, scope: Scope, *, channel_id: int, message_id: int
+    ) -> ImageRecord:
+        """Remember the chat message that shows the image (buttons and reactions find it again)."""
+        row = self._visible_row(public_id, scope)
+        row.channel_id = channel_id
+        row.message_id = message_id
+        self._session.flush()
+        return _image_record(row)
+
+    def soft_delete(self, public_id: str, scope: Scope, *, can_manage: bool = False) -> ImageRecord:
+        """Hide an image from everyone but the operator; its file stays until a purge.
+
+        Allowed to the owner, to the operator, and to a caller that says ``can_manage``
+        (the bot passes a server manager's right).  Someone who can see the image but may
+        not delete it gets :class:`PermissionDenied`; anyone else :class:`NotFound`.
+        """
+        row = self._visible_row(public_id, scope)
+        if not (scope.operator or can_manage or row.owner_id == scope.user_id):
+            raise PermissionDenied("image", public_id, "delete")
+        row.deleted_at = utcnow()
+        self._session.flush()
+        return _image_record(row)
+
+    # -- reading -----------------------------------------------------------------------
+    def get(self, public_id: str, scope: Scope, *, include_deleted: bool = False) -> ImageRecord:
+        """The image, if ``scope`` may see it; deleted images only for the operator who asks."""
+        return _image_record(self._visible_row(public_id, scope, include_deleted=include_deleted))
+
+    def history(
+        self,
+        scope: Scope,
+        *,
+        user_id: int | None = None,
+        limit: int = 20,
+        before: str | None = None,
+        offset: int = 0,
+    ) -> list[ImageRecord]:
+        """Visible, undeleted images, newest first.
+
+        ``user_id`` narrows to one author.  Page with ``before`` (the public id of the last
+        image of the previous page: stable while new images arrive) or with ``offset``.
+        """
+        _check_limit(limit)
+        if offset < 0:
+            raise InvalidValue("offset", offset, "0 or more")
+        query = select(Image).where(
+            Image.deleted_at.is_(None), _visible_to(scope, Image.owner_id, Image.guild_id)
+        )
+        if user_id is not None:
+            query = query.where(Image.owner_id == user_id)
+        if before is not None:
+            # The cursor may have been deleted since the previous page was shown.
+            cursor = self._session.scalar(select(Image).where(Image.public_id == before))
+            if cursor is None or not scope.can_see(cursor.owner_id, cursor.guild_id):
+                raise NotFound("image", before)
+            query = query.where(
+                or_(
+                    Image.created_at < cursor.created_at,
+                    and_(Image.created_at == cursor.created_at, Image.id < cursor.id),
+                )
+            )
+        query = query.order_by(Image.created_at.desc(), Image.id.desc()).offset(offset).limit(limit)
+        return [_image_record(row) for row in self._session.scalars(query)]
+
+    def lineage(self, public_id: str, scope: Scope) -> list[ImageRecord]:
+        """The image, then its parent, grandparent… up to the first original, nearest first.
+
+        The chain stops early at an ancestor that is deleted or that ``scope`` may not see.
+        """
+        row = self._visible_row(public_id, scope)
+        chain = [_image_record(row)]
+        seen = {row.id}
+        while row.parent_id is not None and len(chain) < MAX_LINEAGE:
+            parent = self._session.get(Image, row.parent_id)
+            if (
+                parent is None
+                or parent.id in seen
+                or parent.deleted_at is not None
+                or not scope.can_see(parent.owner_id, parent.guild_id)
+            ):
+                break
+            chain.append(_image_record(parent))
+            seen.add(parent.id)
+            row = parent
+        return chain
+
+    def children(self, public_id: str, scope: Scope) -> list[ImageRecord]:
+        """Images made directly from this one (rerolls, tweaks…), oldest first."""
+        row = self._visible_row(public_id, scope)
+        query = (
+            select(Image)
+            .where(
+                Image.parent_id == row.id,
+                Image.deleted_at.is_(None),
+                _visible_to(scope, Image.owner_id, Image.guild_id),
+            )
+            .order_by(Image.created_at, Image.id)
+        )
+        return [_image_record(child) for child in self._session.scalars(query)]
+
+    def by_message(self, message_id: int, scope: Scope) -> list[ImageRecord]:
+        """The images shown by one chat message, in batch order (for reactions on it)."""
+        query = (
+            select(Image)
+            .where(
+                Image.message_id == message_id,
+                Image.deleted_at.is_(None),
+                _visible_to(scope, Image.owner_id, Image.guild_id),
+            )
+            .order_by(Image.batch_index, Image.id)
+        )
+        return [_image_record(row) for row in self._session.scalars(query)]
+
+    def stored_path(self, public_id: str) -> str | None:
+        """The file path recorded for ``public_id``, deleted or not; None if no such row.
+
+        Internal bookkeeping (no scope check): never answer a user with it.
+        """
+        return self._session.scalar(select(Image.file_path).where(Image.public_id == public_id))
+
+    # -- helpers -----------------------------------------------------------------------
+    def _internal_id(self, public_id: str) -> int:
+        found = self._session.scalar(select(Image.id).where(Image.public_id == public_id))
+        if found is None:
+            raise NotFound("image", public_id)
+        return found
+
+    def _visible_row(self, public_id: str, scope: Scope, *, include_deleted: bool = False) -> Image:
+        row = self._session.scalar(select(Image).where(Image.public_id == public_id))
+        if (
+            row is None
+            or not scope.can_see(row.owner_id, row.guild_id)
+            or (row.deleted_at is not None and not (include_deleted and scope.operator))
+        ):
+            raise NotFound("image", public_id)
+        return row
+
+
+def _job_record(row: Job) -> JobRecord:
+    return JobRecord(
+        id=row.id,
+        public_id=row.public_id,
+        kind=JobKind(row.kind),
+        status=JobStatus(row.status),
+        priority=row.priority,
+        owner_id=row.owner_id,
+        guild_id=row.guild_id,
+        channel_id=row.channel_id,
+        request=dict(row.request),
+        attempts=row.attempts,
+        max_attempts=row.max_attempts,
+        progress=row.progress,
+        error=row.error,
+        result_image_ids=list(row.result_image_ids),
+        reply_ref=dict(row.reply_ref) if row.reply_ref is not None else None,
+        gpu_seconds=row.gpu_seconds,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        heartbeat_at=row.heartbeat_at,
+    )
+
+
+#: Job fields that ``JobRepository.update`` may change, each with a converter.
+_JOB_UPDATABLE: dict[str, Callable[[Any], Any]] = {
+    "status": lambda value: coerce_enum(JobStatus, value, "status").value,
+    "priority": int,
+    "attempts": int,
+    "max_attempts": int,
+    "progress": float,
+    "error": lambda value: value,
+    "result_image_ids": lambda value: [str(item) for item in value],
+    "reply_ref": lambda value: dict(value) if value is not None else None,
+    "gpu_seconds": float,
+    "started_at": lambda value: value,
+    "finished_at": lambda value: value,
+    "heartbeat_at": lambda value: value,
+}
+
+
+class JobRepository:
+    """Jobs as rows.  The queue (a later issue) builds claiming and retries on ``update``."""
+
+    def __init__(self, session: Session, *, new_id: Callable[[], str] = new_public_id) -> None:
+        self._session = session
+        self._new_id = new_id
+
+    def add(self, new: NewJob) -> JobRecord:
+        public_id = self._free_public_id()
+        row = Job(
+            public_id=public_id,
+            kind=new.kind.value,
+            status=JobStatus.QUEUED.value,
+            priority=new.priority,
+            owner_id=new.owner_id,
+            guild_id=new.guild_id,
+            channel_id=new.channel_id,
+            request=dict(new.request),
+            max_attempts=new.max_attempts,
+            reply_ref=dict(new.reply_ref) if new.reply_ref is not None else None,
+        )
+        self._session.add(row)
+        self._session.flush()
+        return _job_record(row)
+
+    def get(self, public_id: str, scope: Scope) -> JobRecord:
+        row = self._session.scalar(select(Job).where(Job.public_id == public_id))
+        if row is None or not scope.can_see(row.owner_id, row.guild_id):
+            raise NotFound("job", public_id)
+        return _job_record(row)
+
+    def update(
+        self,
+        public_id: str,
+        *,
+        expected_status: JobStatus | str | Iterable[JobStatus | str] | None = None,
+        **changes: Any,
+    ) -> JobRecord:
+        """Change fields of a job, atomically conditional on its status when asked.
+
+        With ``expected_status`` the change is one ``UPDATE … WHERE status IN (…)``, so of
+        two workers racing to move a job only one wins; the other gets :class:`StaleState`.
+        Unknown fields raise :class:`InvalidValue`; a missing job :class:`NotFound`.
+        """
+        values = {}
+        for name, value in changes.items():
+            if name not in _JOB_UPDATABLE:
+                raise InvalidValue("job field", name, ", ".join(sorted(_JOB_UPDATABLE)))
+            values[name] = _JOB_UPDATABLE[name](value)
+
+        statement = update(Job).where(Job.public_id == public_id)
+        expected: list[str] = []
+        if expected_status is not None:
+            items = [expected_status] if isinstance(expected_status, str) else list(expected_status)
+            expected = [coerce_enum(JobStatus, item, "expected_status").value for item in items]
+            statement = statement.where(Job.status.in_(expected))
+        matched = True
+        if values:
+            # Through the ORM so the column types (JSON, UTC datetimes) apply.
+            result = self._session.execute(
+                statement.values(**values).execution_options(synchronize_session="fetch")
+            )
+            matched = result.rowcount > 0
+
+        row = self._session.scalar(
+            select(Job).where(Job.public_id == public_id).execution_options(populate_existing=True)
+        )
+        if row is None:
+            raise NotFound("job", public_id)
+        stale = not matched if values else bool(expected) and row.status not in expected
+        if stale:
+            raise StaleState("job", public_id, " or ".join(expected), row.status)
+        return _job_record(row)
+
+    def list_by_status(self, *statuses: JobStatus | str, limit: int | None = None) -> list[JobRecord]:
+        """Jobs in any of ``statuses``, in queue order: higher priority first, then oldest first."""
+        if not statuses:
+            raise InvalidValue("statuses", statuses, ", ".join(JobStatus))
+        wanted = [coerce_enum(JobStatus, status, "status").value for status in statuses]
+        query = (
+            select(Job).where(Job.status.in_(wanted)).order_by(Job.priority.desc(), Job.created_at, Job.id)
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        return [_job_record(row) for row in self._session.scalars(query)]
+
+    def _free_public_id(self, attempts: int = 8) -> str:
+        for _ in range(attempts):
+            candidate = self._new_id()
+            if self._session.scalar(select(Job.id).where(Job.public_id == candidate)) is None:
+                return candidate
+        raise IdsExhausted("job", attempts)
+
+
+def _user_record(row: UserSettings | None, user_id: int) -> UserSettingsRecord:
+    if row is None:
+        return UserSettingsRecord(user_id=user_id)
+    return UserSettingsRecord(
+        user_id=row.user_id, defaults=row.defaults, locale=row.locale, updated_at=row.updated_at
+    )
+
+
+def _guild_record(row: GuildSettings | None, guild_id: int) -> GuildSettingsRecord:
+    if row is None:
+        return GuildSettingsRecord(guild_id=guild_id)
+    return GuildSettingsRecord(
+        guild_id=row.guild_id,
+        defaults=row.defaults,
+        allowed_models=list(row.allowed_models) if row.allowed_models is not None else None,
+        limits=dict(row.limits),
+        channels=dict(row.channels),
+        safety=dict(row.safety),
+        updated_at=row.updated_at,
+    )
+
+
+class SettingsRepository:
+    """Per-user and per-server settings, keyed by the Discord id (0 = the local operator).
+
+    Reading settings that were never saved gives the empty defaults, with ``updated_at`` None.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def get_user(self, user_id: int) -> UserSettingsRecord:
+        return _user_record(self._session.get(UserSettings, user_id), user_id)
+
+    def set_user(
+        self, user_id: int, *, defaults: str | _Unset = UNSET, locale: str | None | _Unset = UNSET
+    ) -> UserSettingsRecord:
+        """Save the given fields (``locale=None`` clears it); the others are kept."""
+        row = self._session.get(UserSettings, user_id)
+        if row is None:
+            row = UserSettings(user_id=user_id, defaults="")
+            self._session.add(row)
+        if not isinstance(defaults, _Unset):
+            row.defaults = defaults
+        if not isinstance(locale, _Unset):
+            row.locale = locale
+        row.updated_at = utcnow()
+        self._session.flush()
+        return _user_record(row, user_id)
+
+    def get_guild(self, guild_id: int) -> GuildSettingsRecord:
+        return _guild_record(self._session.get(GuildSettings, guild_id), guild_id)
+
+    def set_guild(
+        self,
+        guild_id: int,
+        *,
+        defaults: str | _Unset = UNSET,
+        allowed_models: Iterable[str] | None | _Unset = UNSET,
+        limits: Mapping[str, Any] | _Unset = UNSET,
+        channels: Mapping[str, Any] | _Unset = UNSET,
+        safety: Mapping[str, Any] | _Unset = UNSET,
+    ) -> GuildSettingsRecord:
+        """Save the given fields (``allowed_models=None``: every model); the others are kept."""
+        row = self._session.get(GuildSettings, guild_id)
+        if row is None:
+            row = GuildSettings(guild_id=guild_id, defaults="", limits={}, channels={}, safety={})
+            self._session.add(row)
+        if not isinstance(defaults, _Unset):
+            row.defaults = defaults
+        if not isinstance(allowed_models, _Unset):
+            row.allowed_models = list(allowed_models) if allowed_models is not None else None
+        if not isinstance(limits, _Unset):
+            row.limits = dict(limits)
+        if not isinstance(channels, _Unset):
+            row.channels = dict(channels)
+        if not isinstance(safety, _Unset):
+            row.safety = dict(safety)
+        row.updated_at = utcnow()
+        self._session.flush()
+        return _guild_record(row, guild_id)
