@@ -1,0 +1,38 @@
+"""Brushwork's engine: the request language, the generation pipeline and image recipes.
+
+Importing ``generation`` is cheap; torch and diffusers load when an image is generated.
+
+    from generation import generate
+    images = generate("a lighthouse at dusk --seed 42 --steps 25")
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from generation.version import VERSION as __version__
+
+__all__ = ["GeneratedImage", "Request", "__version__", "generate", "parse", "read_recipe"]
+
+if TYPE_CHECKING:
+    from generation.api import GeneratedImage, generate
+    from generation.grammar import parse
+    from generation.metadata import read_recipe
+    from generation.request import Request
+
+_LAZY = {
+    "generate": "generation.api",
+    "GeneratedImage": "generation.api",
+    "parse": "generation.grammar",
+    "Request": "generation.request",
+    "read_recipe": "generation.metadata",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'generation' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

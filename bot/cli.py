@@ -1,0 +1,370 @@
+"""The ``brushwork`` command line.
+
+Exit status: 0 on success, 2 for a user mistake (one line on stderr saying what was wrong and
+what is allowed), 1 for an internal failure (one line; ``--debug`` shows the traceback).
+
+Request flags go *inside* the quoted prompt, exactly as in Discord:
+``brushwork generate "a cat on a motorbike --ar 3:2 --seed 42"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, TextIO
+
+from generation.errors import BrushworkError
+from generation.version import VERSION
+
+if TYPE_CHECKING:
+    from bot.container import Container
+    from bot.services import GenerationPlan, SavedImage
+
+log = logging.getLogger("brushwork")
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A command-line mistake: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        if "unrecognized arguments" in message and " --" in message:
+            message += ('. Request flags go inside the quoted prompt, e.g. '
+                        'brushwork generate "a cat --seed 42 --steps 30"')
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+# ---------------------------------------------------------------------- output helpers
+
+
+class Progress:
+    """A one-line progress bar on stderr (only on a terminal, or when forced)."""
+
+    def __init__(self, stream: TextIO, enabled: bool) -> None:
+        self.stream, self.enabled = stream, enabled
+        self._last = 0.0
+
+    def __call__(self, info) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        done = info.overall_step >= info.overall_total
+        if not done and now - self._last < 0.1:
+            return
+        self._last = now
+        width = 30
+        filled = int(width * info.overall_step / max(1, info.overall_total))
+        bar = "#" * filled + "." * (width - filled)
+        self.stream.write(f"\r[{bar}] {info.overall_step}/{info.overall_total} {info.phase} "
+                          f"step {info.step}/{info.total}")
+        if done:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def _print_notes(plan: GenerationPlan) -> None:
+    for note in plan.notes:
+        print(f"note: {note.message()}", file=sys.stderr)
+
+
+def _print_saved(saved: Sequence[SavedImage], out: Path | None) -> None:
+    for item in saved:
+        path = item.path
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            target = out / f"{item.record.public_id}.png"
+            shutil.copyfile(item.path, target)
+            path = target
+        print(f"{item.record.public_id}\tseed={item.record.seed}\t{path}")
+
+
+def _scope():
+    from storage.records import Scope
+
+    return Scope.local_operator()
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def _run_plan(container: Container, plan: GenerationPlan, args: argparse.Namespace) -> int:
+    _print_notes(plan)
+    progress = Progress(sys.stderr, enabled=args.progress if args.progress is not None else sys.stderr.isatty())
+    saved = container.images.execute(plan, _scope(), on_step=progress)
+    _print_saved(saved, args.out)
+    return EXIT_OK
+
+
+def cmd_generate(container: Container, args: argparse.Namespace) -> int:
+    plan = container.images.plan_generate(" ".join(args.prompt), _scope(), model=args.model)
+    return _run_plan(container, plan, args)
+
+
+def cmd_reroll(container: Container, args: argparse.Namespace) -> int:
+    return _run_plan(container, container.images.plan_reroll(args.image, _scope()), args)
+
+
+def cmd_tweak(container: Container, args: argparse.Namespace) -> int:
+    changes = " ".join(args.changes)
+    return _run_plan(container, container.images.plan_tweak(args.image, changes, _scope()), args)
+
+
+def cmd_upscale(container: Container, args: argparse.Namespace) -> int:
+    mode = "creative" if args.creative else "subtle"
+    return _run_plan(container, container.images.plan_upscale(args.image, _scope(), mode=mode), args)
+
+
+def cmd_vary(container: Container, args: argparse.Namespace) -> int:
+    mode = "strong" if args.strong else "subtle"
+    return _run_plan(container, container.images.plan_vary(args.image, _scope(), mode=mode), args)
+
+
+def cmd_show(container: Container, args: argparse.Namespace) -> int:
+    details = container.images.show(args.image, _scope())
+    request = details.request
+    if args.json:
+        payload = {
+            "request": request.to_dict(),
+            "canonical": request.render(),
+            "infotext": details.infotext,
+            "path": str(details.path) if details.path else None,
+        }
+        if details.record is not None:
+            rec = details.record
+            payload.update({
+                "id": rec.public_id,
+                "parent": rec.parent_public_id,
+                "relation": rec.relation.value if rec.relation else None,
+                "model_hash": rec.model_hash,
+                "lora_hashes": rec.lora_hashes,
+                "sha256": rec.content_sha256,
+                "created_at": rec.created_at.isoformat(),
+                "lineage": [r.public_id for r in details.lineage],
+            })
+        print(json.dumps(payload, ensure_ascii=False, indent=2))
+        return EXIT_OK
+    rec = details.record
+    if rec is not None:
+        print(f"id:        {rec.public_id}")
+        print(f"created:   {rec.created_at:%Y-%m-%d %H:%M:%S} UTC")
+        if rec.parent_public_id:
+            print(f"parent:    {rec.parent_public_id} ({rec.relation.value if rec.relation else '?'})")
+    size = request.output_size
+    print(f"prompt:    {request.prompt}")
+    if request.negative_prompt:
+        print(f"negative:  {request.negative_prompt}")
+    print(f"seed:      {request.seed}")
+    print(f"size:      {size[0]}x{size[1]}" if size else "size:      ?")
+    print(f"model:     {request.model}")
+    print(f"flags:     {request.render()}")
+    if details.path:
+        print(f"file:      {details.path}")
+    if details.infotext:
+        print("infotext:")
+        for line in details.infotext.splitlines():
+            print(f"  {line}")
+    print("python:")
+    print("  from generation import generate")
+    print(f"  images = generate({request.render()!r})")
+    return EXIT_OK
+
+
+def cmd_history(container: Container, args: argparse.Namespace) -> int:
+    records = container.images.history(_scope(), limit=args.limit, before=args.before)
+    if not records:
+        print("no images yet: try  brushwork generate \"a lighthouse at dusk\"", file=sys.stderr)
+        return EXIT_OK
+    for rec in records:
+        prompt = rec.prompt if len(rec.prompt) <= 60 else rec.prompt[:57] + "..."
+        relation = f" {rec.relation.value}:{rec.parent_public_id}" if rec.relation else ""
+        print(f"{rec.public_id}\t{rec.created_at:%Y-%m-%d %H:%M}\tseed={rec.seed}\t{rec.width}x{rec.height}"
+              f"\t{rec.model}{relation}\t{prompt}")
+    return EXIT_OK
+
+
+def cmd_samplers(_container: Container | None, _args: argparse.Namespace) -> int:
+    from generation.samplers import DEFAULT_SAMPLER, SAMPLERS
+
+    width = max(len(s.name) for s in SAMPLERS)
+    for sampler in SAMPLERS:
+        mark = " (default)" if sampler.name == DEFAULT_SAMPLER else ""
+        print(f"{sampler.name:<{width}}  {sampler.description}{mark}")
+        if sampler.note:
+            print(f"{'':<{width}}  note: {sampler.note}")
+    return EXIT_OK
+
+
+def cmd_models(container: Container, _args: argparse.Namespace) -> int:
+    registry = container.registry
+    for name in registry.names():
+        spec = registry.get(name)
+        mark = " (default)" if name == registry.default else ""
+        family = spec.family or "auto"
+        print(f"{name}{mark}\t{family}\t{spec.source}" + (f"\t{spec.description}" if spec.description else ""))
+    return EXIT_OK
+
+
+def cmd_db(container: Container, args: argparse.Namespace) -> int:
+    from storage.migrate import current_revision, head_revision, upgrade_to_head
+
+    if args.db_command == "upgrade":
+        upgrade_to_head(container.database)
+    print(f"database: {container.settings.effective_database_url.split('@')[-1]}")
+    print(f"revision: {current_revision(container.database)} (head: {head_revision()})")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- parser
+
+
+def _int_between(low: int, high: int):
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number from {low} to {high}, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range: use {low}-{high}")
+        return value
+
+    return convert
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="brushwork",
+        description="Generate images from prompts with inline flags, reproduce them, and run the Discord bot.",
+        epilog='Example: brushwork generate "a cat on a motorbike, sunset --ar 3:2 --seed 42 --steps 30"',
+    )
+    parser.add_argument("--version", action="version", version=f"brushwork {VERSION}")
+    parser.add_argument("--home", type=Path, help="data folder (default: $BRUSHWORK_HOME or the user data dir)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def add_output(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--out", type=Path, help="also copy the PNGs into this folder")
+        group = p.add_mutually_exclusive_group()
+        group.add_argument("--progress", dest="progress", action="store_true", default=None,
+                           help="show a progress bar even when stderr is not a terminal")
+        group.add_argument("--no-progress", dest="progress", action="store_false")
+
+    flags_help = ('the prompt and its flags, quoted: "a cat --ar 3:2 --seed 42 --steps 30 --cfg 7 '
+                  '--sampler euler_a --no blurry --n 4"')
+    p = sub.add_parser("generate", help="make images from a prompt with inline flags",
+                       description="Make images. Prints one line per image: id, seed, file.",
+                       epilog='Flags: --seed --steps --cfg --sampler --ar --size --no --n --model --lora '
+                              '--hires --hires-steps --strength --vary-seed --vary-strength --chaos '
+                              '--clip-skip --tile. See README for ranges.')
+    p.add_argument("prompt", nargs="+", help=flags_help)
+    p.add_argument("--model", help="model to use (see `brushwork models`)")
+    add_output(p)
+    p.set_defaults(handler=cmd_generate)
+
+    for name, handler, help_text in (
+        ("reroll", cmd_reroll, "same settings, new seed"),
+        ("upscale", cmd_upscale, "2x hires pass over an image"),
+        ("vary", cmd_vary, "same seed with a variation seed"),
+    ):
+        p = sub.add_parser(name, help=help_text, description=f"{help_text.capitalize()}. "
+                           "IMAGE is an image id or a PNG file made by Brushwork or AUTOMATIC1111.")
+        p.add_argument("image", metavar="IMAGE", help="image id (e.g. k3x9fq2a) or PNG file")
+        if name == "upscale":
+            p.add_argument("--creative", action="store_true", help="let the model repaint more (strength "
+                           "0.65 instead of 0.4)")
+        if name == "vary":
+            p.add_argument("--strong", action="store_true", help="a stronger variation (0.45 instead of 0.15)")
+        add_output(p)
+        p.set_defaults(handler=handler)
+
+    p = sub.add_parser("tweak", help="same seed, changed prompt and/or flags",
+                       description='Same seed and settings, with a new prompt and/or flags, '
+                                   'e.g. brushwork tweak k3x9fq2a "a red cat --cfg 5".')
+    p.add_argument("image", metavar="IMAGE", help="image id or PNG file")
+    p.add_argument("changes", nargs="+", metavar="CHANGES", help='new prompt and/or flags, e.g. "--steps 40"')
+    add_output(p)
+    p.set_defaults(handler=cmd_tweak)
+
+    p = sub.add_parser("show", help="an image's settings, infotext and Python code",
+                       description="Show the recipe of an image id or of a PNG file.")
+    p.add_argument("image", metavar="IMAGE", help="image id or PNG file")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_show)
+
+    p = sub.add_parser("history", help="your recent images, newest first")
+    p.add_argument("--limit", type=_int_between(1, 100), default=20, metavar="N", help="1-100 (default 20)")
+    p.add_argument("--before", metavar="ID", help="page: images older than this id")
+    p.set_defaults(handler=cmd_history)
+
+    p = sub.add_parser("samplers", help="the samplers and what they are good for")
+    p.set_defaults(handler=cmd_samplers, needs_container=False)
+
+    p = sub.add_parser("models", help="the models in the registry")
+    p.set_defaults(handler=cmd_models)
+
+    p = sub.add_parser("db", help="database maintenance")
+    db_sub = p.add_subparsers(dest="db_command", metavar="ACTION", parser_class=_Parser, required=True)
+    db_sub.add_parser("upgrade", help="upgrade the schema to the newest revision")
+    db_sub.add_parser("current", help="show the schema revision")
+    p.set_defaults(handler=cmd_db)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    container = None
+    try:
+        if getattr(args, "needs_container", True):
+            from bot.container import build_container
+            from bot.settings import load_settings
+
+            overrides = {"home": args.home} if args.home else {}
+            container = build_container(load_settings(**overrides))
+        return args.handler(container, args)
+    except BrushworkError as exc:
+        print(f"brushwork: {exc.message()}", file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"brushwork: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\nbrushwork: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `brushwork history | head`: the reader left, nothing is wrong
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except Exception as exc:  # the last line of defence: one readable line, never a traceback
+        from bot.settings import SettingsError
+        from storage.errors import InvalidValue, NotFound, PermissionDenied
+
+        if isinstance(exc, (SettingsError, InvalidValue, NotFound, PermissionDenied)):
+            print(f"brushwork: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        if args.debug:
+            raise
+        print(f"brushwork: internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+    finally:
+        if container is not None:
+            container.close()
+
+
+if __name__ == "__main__":  # python -m bot.cli
+    sys.exit(main())

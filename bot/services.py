@@ -1,0 +1,345 @@
+"""Application services: what the command line and the Discord cogs call.
+
+Every action is split in two so the job queue can sit in between:
+
+* **plan** — parse and check the request, find the parent image (by public id in the
+  database, or by PNG file alone), resolve seeds and sizes.  Cheap, no GPU; every user
+  mistake surfaces here as a :class:`~generation.errors.BrushworkError`.
+* **execute** — run the engine on a plan, write each PNG (with its recipe) and then its
+  row.  This is what a GPU worker does.
+
+A :class:`GenerationPlan` is a plain value with ``to_dict``/``from_dict`` so it can be
+stored with a job and executed after a restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from generation import operations
+from generation.errors import BrushworkError, ImageNotFound, MetadataError
+from generation.grammar import parse, parse_defaults
+from generation.metadata import png_bytes, read_recipe
+from generation.operations import Relation
+from generation.request import Note, Request, resolve
+from generation.version import VERSION
+from storage.archive import save_image
+from storage.errors import NotFound
+from storage.files import ImageStore
+from storage.ids import is_public_id, normalize_public_id
+from storage.records import ImageRecord, ImageRelation, NewImage, Scope
+from storage.unit_of_work import UnitOfWork
+
+if TYPE_CHECKING:  # the engine pulls in torch: only the worker needs it
+    from PIL import Image
+
+    from generation.engine import Engine, StepInfo
+    from generation.models import ModelRegistry
+
+
+# ---------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True, slots=True)
+class ParentImage:
+    """The image an operation starts from: a stored image, or a PNG file with a recipe."""
+
+    request: Request
+    public_id: str | None  # None when it came from a file outside the database
+    path: Path  # the PNG on disk
+
+    def load_pixels(self) -> Image.Image:
+        from PIL import Image
+
+        with Image.open(self.path) as img:
+            return img.convert("RGB")
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationPlan:
+    """A checked, resolved piece of work: the request (``n`` images), its lineage, its notes."""
+
+    request: Request
+    relation: Relation | None = None
+    parent_public_id: str | None = None
+    init_image_path: str | None = None  # upscale: the parent's PNG is the base pass
+    notes: tuple[Note, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        return self.relation.value if self.relation else "generate"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "request": self.request.to_dict(),
+            "relation": self.relation.value if self.relation else None,
+            "parent": self.parent_public_id,
+            "init_image": self.init_image_path,
+            "notes": [{"code": n.code, "params": n.params} for n in self.notes],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerationPlan:
+        return cls(
+            request=Request.from_dict(data["request"]),
+            relation=Relation(data["relation"]) if data.get("relation") else None,
+            parent_public_id=data.get("parent"),
+            init_image_path=data.get("init_image"),
+            notes=tuple(Note(n["code"], dict(n.get("params") or {})) for n in data.get("notes", ())),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SavedImage:
+    record: ImageRecord
+    path: Path  # absolute path of the stored PNG
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
+class ImageDetails:
+    """Everything ``show`` prints: the recipe, where it is, where it comes from."""
+
+    request: Request
+    infotext: str | None
+    path: Path | None
+    record: ImageRecord | None = None
+    lineage: tuple[ImageRecord, ...] = field(default_factory=tuple)
+
+
+# ---------------------------------------------------------------------- the service
+
+
+class ImageService:
+    def __init__(
+        self,
+        *,
+        registry: ModelRegistry,
+        engine: Callable[[], Engine],
+        uow_factory: Callable[[], UnitOfWork],
+        store: ImageStore,
+    ) -> None:
+        self._registry = registry
+        self._engine = engine  # a provider: torch loads on first use, not for `history`
+        self._uow = uow_factory
+        self._store = store
+
+    # -- planning ------------------------------------------------------------------
+    def plan_generate(
+        self,
+        text: str | Request,
+        scope: Scope,
+        *,
+        model: str | None = None,
+        defaults: Iterable[Request] = (),
+    ) -> GenerationPlan:
+        request = parse(text) if isinstance(text, str) else text
+        if model is not None:
+            request = replace(request, model=model)
+        layers = list(defaults)
+        if not layers:
+            layers = self._stored_defaults(scope)
+        return self._resolve(request, defaults=layers)
+
+    def plan_reroll(self, source: str, scope: Scope) -> GenerationPlan:
+        parent = self.find_parent(source, scope)
+        return self._resolve(operations.reroll(parent.request), relation=Relation.REROLL, parent=parent)
+
+    def plan_tweak(self, source: str, changes: str | Request, scope: Scope) -> GenerationPlan:
+        parent = self.find_parent(source, scope)
+        overrides = parse(changes, allow_empty_prompt=True) if isinstance(changes, str) else changes
+        return self._resolve(operations.tweak(parent.request, overrides), relation=Relation.TWEAK, parent=parent)
+
+    def plan_upscale(self, source: str, scope: Scope, *, mode: str = "subtle") -> GenerationPlan:
+        parent = self.find_parent(source, scope)
+        plan = self._resolve(operations.upscale(parent.request, mode), relation=Relation.UPSCALE, parent=parent)
+        return replace(plan, init_image_path=str(parent.path))
+
+    def plan_vary(self, source: str, scope: Scope, *, mode: str = "subtle") -> GenerationPlan:
+        parent = self.find_parent(source, scope)
+        return self._resolve(operations.vary(parent.request, mode), relation=Relation.VARY, parent=parent)
+
+    def _resolve(
+        self,
+        request: Request,
+        *,
+        defaults: Sequence[Request] = (),
+        relation: Relation | None = None,
+        parent: ParentImage | None = None,
+    ) -> GenerationPlan:
+        model = request.model or self._merged_model(defaults) or self._registry.default
+        self._registry.get(model)  # unknown model: a clear ModelError listing the known ones
+        resolved, notes = resolve(request, self._registry.profile(model), model=model, defaults=defaults)
+        self._check_loras(resolved)
+        return GenerationPlan(
+            request=resolved,
+            relation=relation,
+            parent_public_id=parent.public_id if parent else None,
+            notes=tuple(notes),
+        )
+
+    @staticmethod
+    def _merged_model(defaults: Sequence[Request]) -> str | None:
+        model = None
+        for layer in defaults:
+            model = layer.model or model
+        return model
+
+    def _check_loras(self, request: Request) -> None:
+        if request.loras:
+            resolver = self._lora_resolver()
+            for ref in request.loras:
+                resolver.resolve(ref.name)  # ModelError listing what exists
+
+    def _lora_resolver(self):
+        return self._engine().lora_resolver
+
+    def _stored_defaults(self, scope: Scope) -> list[Request]:
+        """Server defaults, then the user's: each a flag string saved with /settings."""
+        layers: list[Request] = []
+        with self._uow() as uow:
+            texts = []
+            if scope.guild_id is not None:
+                texts.append(uow.settings.get_guild(scope.guild_id).defaults)
+            texts.append(uow.settings.get_user(scope.user_id).defaults)
+        for text in texts:
+            if text and text.strip():
+                layers.append(parse_defaults(text))
+        return layers
+
+    # -- finding images ----------------------------------------------------------------
+    def find_parent(self, source: str, scope: Scope) -> ParentImage:
+        """An image by public id (checked against the scope) or by PNG file path."""
+        text = source.strip()
+        path = Path(text).expanduser()
+        if text.lower().endswith(".png") or path.is_file():
+            if not path.is_file():
+                raise ImageNotFound("image.file_missing", path=text)
+            recipe = read_recipe(path)
+            request = _single(recipe.request)
+            return ParentImage(request=request, public_id=None, path=path.resolve())
+        ident = normalize_public_id(text)
+        if not is_public_id(ident):
+            raise ImageNotFound("image.bad_reference", value=text)
+        record = self._get_record(ident, scope)
+        return ParentImage(
+            request=Request.from_dict(record.request),
+            public_id=record.public_id,
+            path=self._store.absolute(record.file_path),
+        )
+
+    def _get_record(self, public_id: str, scope: Scope) -> ImageRecord:
+        try:
+            with self._uow() as uow:
+                return uow.images.get(public_id, scope)
+        except NotFound:
+            raise ImageNotFound("image.not_found", id=public_id) from None
+
+    def show(self, source: str, scope: Scope) -> ImageDetails:
+        text = source.strip()
+        if text.lower().endswith(".png") or Path(text).expanduser().is_file():
+            path = Path(text).expanduser()
+            if not path.is_file():
+                raise ImageNotFound("image.file_missing", path=text)
+            recipe = read_recipe(path)
+            return ImageDetails(request=recipe.request, infotext=recipe.infotext, path=path.resolve())
+        ident = normalize_public_id(text)
+        if not is_public_id(ident):
+            raise ImageNotFound("image.bad_reference", value=text)
+        try:
+            with self._uow() as uow:
+                record = uow.images.get(ident, scope)
+                lineage = tuple(uow.images.lineage(ident, scope))
+        except NotFound:
+            raise ImageNotFound("image.not_found", id=ident) from None
+        path = self._store.absolute(record.file_path)
+        infotext = None
+        try:
+            infotext = read_recipe(path).infotext
+        except (MetadataError, OSError):
+            infotext = None  # the row still has the full request
+        return ImageDetails(request=Request.from_dict(record.request), infotext=infotext, path=path,
+                            record=record, lineage=lineage)
+
+    def history(self, scope: Scope, *, limit: int = 20, before: str | None = None,
+                user_id: int | None = None) -> list[ImageRecord]:
+        with self._uow() as uow:
+            return uow.images.history(scope, user_id=user_id, limit=limit, before=before)
+
+    # -- execution -----------------------------------------------------------------
+    def execute(
+        self,
+        plan: GenerationPlan,
+        scope: Scope,
+        *,
+        on_step: Callable[[StepInfo], None] | None = None,
+        should_abort: Callable[[], bool] | None = None,
+        channel_id: int | None = None,
+        job_public_id: str | None = None,
+    ) -> list[SavedImage]:
+        engine = self._engine()
+        requests = plan.request.images()
+        init_images = None
+        if plan.init_image_path is not None:
+            base = _load_rgb(Path(plan.init_image_path))
+            init_images = [base] * len(requests)
+        generated = engine.generate(requests, init_images=init_images, on_step=on_step,
+                                    should_abort=should_abort)
+        saved: list[SavedImage] = []
+        for index, image in enumerate(generated):
+            data = png_bytes(image.image, request=image.request, model_hash=image.model_hash,
+                             lora_hashes=image.lora_hashes, version=VERSION)
+            relation = ImageRelation(plan.relation.value) if plan.relation and plan.parent_public_id else None
+            new = NewImage(
+                owner_id=scope.user_id,
+                guild_id=scope.guild_id,
+                channel_id=channel_id,
+                prompt=image.request.prompt,
+                negative_prompt=image.request.negative_prompt,
+                seed=image.request.seed,
+                steps=image.request.steps,
+                cfg=image.request.cfg,
+                sampler=image.request.sampler,
+                width=image.image.width,
+                height=image.image.height,
+                model=image.request.model,
+                model_hash=image.model_hash,
+                lora_hashes=dict(image.lora_hashes),
+                request=image.request.to_dict(),
+                canonical=image.request.render(),
+                batch_index=index,
+                parent_public_id=plan.parent_public_id if relation else None,
+                relation=relation,
+                job_public_id=job_public_id,
+            )
+            record = save_image(self._uow, self._store, data, new)
+            saved.append(SavedImage(record=record, path=self._store.absolute(record.file_path),
+                                    request=image.request))
+        return saved
+
+
+def _single(request: Request) -> Request:
+    """A recipe read from a PNG describes one image; make sure it is used as one."""
+    return replace(request, n=None, chaos=None) if request.n or request.chaos is not None else request
+
+
+def _load_rgb(path: Path):
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except OSError as exc:
+        raise BrushworkError("image.unreadable", path=str(path), reason=str(exc)) from None
+
+
+__all__ = [
+    "GenerationPlan",
+    "ImageDetails",
+    "ImageService",
+    "ParentImage",
+    "SavedImage",
+]

@@ -1,0 +1,143 @@
+"""Configuration: ``BRUSHWORK_*`` environment variables and an optional TOML file.
+
+Precedence, strongest first: values passed in code, environment variables, the TOML file
+(``BRUSHWORK_CONFIG``, else ``$BRUSHWORK_HOME/brushwork.toml`` when it exists), defaults.
+Nested values use ``__`` in variables, e.g. ``BRUSHWORK_MODELS__MYMODEL__SOURCE=/models/my``.
+
+Nothing here runs at import time: :func:`load_settings` builds the object.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "BRUSHWORK_"
+
+
+def default_home() -> Path:
+    return platformdirs.user_data_path("brushwork", appauthor=False)
+
+
+def _home_from_env() -> Path:
+    value = os.environ.get(f"{ENV_PREFIX}HOME")
+    return Path(value).expanduser() if value else default_home()
+
+
+def config_file_path() -> Path | None:
+    """The TOML file in use, if any."""
+    explicit = os.environ.get(f"{ENV_PREFIX}CONFIG")
+    if explicit:
+        return Path(explicit).expanduser()
+    candidate = _home_from_env() / "brushwork.toml"
+    return candidate if candidate.is_file() else None
+
+
+class ModelEntry(BaseModel):
+    """One model in the registry: where its weights are and how to load them."""
+
+    source: str = Field(description="hub id (org/name), modelscope:org/name, a diffusers folder, "
+                                    "or a single-file .safetensors checkpoint")
+    family: Literal["sd1", "sd2", "sdxl", "tiny"] | None = Field(
+        default=None, description="model family; detected when left out")
+    vae: str | None = None
+    variant: str | None = None
+    revision: str | None = None
+    dtype: Literal["float16", "bfloat16", "float32"] | None = None
+    config: str | None = Field(default=None, description="for a single-file checkpoint offline: a diffusers "
+                                                          "folder or hub id holding the model's configs")
+    description: str = ""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    home: Path = Field(default_factory=default_home,
+                       description="data folder: database, images, LoRAs, model and hash caches")
+    database_url: str | None = Field(default=None, description="any SQLAlchemy URL; default SQLite in home")
+    default_model: str = Field(default="tiny", description="model used when a request names none")
+    models: dict[str, ModelEntry] = Field(default_factory=dict,
+                                          description="extra models, by name (adds to the built-in ones)")
+    device: str | None = Field(default=None, description="cuda, cuda:1, mps or cpu; chosen automatically")
+    dtype: Literal["float16", "bfloat16", "float32"] | None = Field(
+        default=None, description="weights precision; fp16 on CUDA, fp32 on CPU by default")
+    max_loaded_models: int = Field(default=1, ge=1, le=16)
+    discord_token: SecretStr | None = Field(default=None, description="the bot's token (brushwork run)")
+    log_level: str = Field(default="INFO")
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml = config_file_path()
+        if toml is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+    # ------------------------------------------------------------------ derived paths
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'brushwork.db').as_posix()}"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.home / "images"
+
+    @property
+    def loras_dir(self) -> Path:
+        return self.home / "loras"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment and the TOML file now (never at import)."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+class SettingsError(Exception):
+    """Invalid configuration, with a message naming the variable and what is allowed."""
+
+
+def _describe(exc) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        env = ENV_PREFIX + "__".join(str(p) for p in err["loc"]).upper()
+        lines.append(f"{where} ({env}): {err['msg']}")
+    return "invalid configuration: " + "; ".join(lines)

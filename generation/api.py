@@ -1,0 +1,207 @@
+"""The Python API: one call from a prompt to images with their recipe.
+
+    from generation import generate
+
+    images = generate("a cat on a motorbike --ar 3:2 --seed 42", num_inference_steps=30)
+    images[0].save("cat.png")          # PNG with the A1111 infotext and the Brushwork recipe
+    print(images[0].seed, images[0].infotext)
+
+The prompt may carry inline flags (the same language as ``/imagine`` and ``brushwork
+generate``); keyword arguments override them.  diffusers' names are accepted
+(``num_inference_steps``, ``guidance_scale``, ``negative_prompt``,
+``num_images_per_prompt``, ``width``/``height``) as well as Brushwork's (``steps``,
+``cfg``, ``n``…).  Every image's request reproduces it: ``generate(img.request.render())``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from os import PathLike
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from generation.errors import RequestError
+from generation.grammar import parse
+from generation.request import Hires, LoraRef, Note, Request, resolve
+from generation.version import VERSION
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from generation.engine import Engine, StepInfo
+
+_default_engine: Engine | None = None
+_default_lock = threading.Lock()
+
+
+def default_engine() -> Engine:
+    """A process-wide engine with the built-in model registry (created on first use)."""
+    global _default_engine
+    with _default_lock:
+        if _default_engine is None:
+            from generation.engine import Engine
+            from generation.models import ModelRegistry
+
+            _default_engine = Engine(ModelRegistry.with_builtins({}, default="tiny"))
+        return _default_engine
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    """One image and the recipe that reproduces it."""
+
+    image: Image.Image
+    request: Request  # resolved, single image: seed, size, sampler… all set
+    model_hash: str
+    lora_hashes: Mapping[str, str]
+    notes: tuple[Note, ...] = ()
+
+    @property
+    def seed(self) -> int:
+        return self.request.seed  # type: ignore[return-value]
+
+    @property
+    def infotext(self) -> str:
+        """AUTOMATIC1111's ``parameters`` text for this image."""
+        from generation.metadata import infotext
+
+        return infotext(self.request, model_hash=self.model_hash, lora_hashes=self.lora_hashes, version=VERSION)
+
+    def png_bytes(self) -> bytes:
+        from generation.metadata import png_bytes
+
+        return png_bytes(self.image, request=self.request, model_hash=self.model_hash,
+                         lora_hashes=self.lora_hashes, version=VERSION)
+
+    def save(self, path: str | PathLike[str]) -> Path:
+        """Write a PNG carrying the recipe (A1111 infotext + Brushwork's JSON)."""
+        target = Path(path)
+        target.write_bytes(self.png_bytes())
+        return target
+
+
+# keyword → (Request field, how to convert)
+_ALIASES = {
+    "num_inference_steps": "steps",
+    "guidance_scale": "cfg",
+    "cfg_scale": "cfg",
+    "num_images_per_prompt": "n",
+    "num_images": "n",
+    "negative": "negative_prompt",
+    "aspect_ratio": "aspect",
+    "ar": "aspect",
+    "variation_seed": "vary_seed",
+    "variation_strength": "vary_strength",
+    "tiling": "tile",
+}
+
+
+def build_request(prompt: str | Request, **kwargs: Any) -> Request:
+    """The request for ``generate``: inline flags from ``prompt``, overridden by keywords."""
+    base = parse(prompt) if isinstance(prompt, str) else prompt
+    values: dict[str, Any] = {}
+    for key, value in kwargs.items():
+        if value is None:
+            continue
+        field = _ALIASES.get(key, key)
+        if field in values and values[field] != value:
+            raise RequestError("api.conflicting_arguments", first=key, field=field)
+        values[field] = value
+    hires_steps = values.pop("hires_steps", None)
+    strength = values.pop("strength", None)
+    if "hires" in values or hires_steps is not None or strength is not None:
+        values["hires"] = _hires(values.get("hires", base.hires), hires_steps, strength)
+    if "aspect" in values:
+        values["aspect"] = _aspect(values["aspect"])
+    if "loras" in values:
+        values["loras"] = _loras(values["loras"])
+    if "size" in values:
+        size = values.pop("size")
+        values["width"], values["height"] = _size(size)
+    known = set(Request.__dataclass_fields__)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        from difflib import get_close_matches
+
+        name = unknown[0]
+        close = get_close_matches(name, sorted(known | set(_ALIASES)), n=1)
+        raise RequestError("api.unknown_argument", name=name, suggestion=close[0] if close else "")
+    overrides = Request(prompt="", **values)
+    if overrides.aspect is not None or overrides.width is not None:
+        base = replace(base, aspect=None, width=None, height=None)
+    return base.merged(overrides)
+
+
+def _hires(value: Any, steps: int | None, strength: float | None) -> Hires | None:
+    if value is False:
+        return None
+    if isinstance(value, Hires):
+        hires = value
+    elif value is None or value is True:
+        hires = Hires()
+    elif isinstance(value, (int, float)):
+        hires = Hires(scale=float(value))
+    else:
+        raise RequestError("request.bad_hires")
+    return Hires(scale=hires.scale, steps=steps if steps is not None else hires.steps,
+                 strength=strength if strength is not None else hires.strength)
+
+
+def _aspect(value: Any) -> tuple[int, int]:
+    if isinstance(value, str):
+        from generation.grammar import parse as _parse
+
+        return _parse(f"x --ar {value}").aspect  # type: ignore[return-value]
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return (value[0], value[1])
+    raise RequestError("request.bad_aspect", value=value)
+
+
+def _size(value: Any) -> tuple[int, int]:
+    if isinstance(value, str):
+        request = parse(f"x --size {value}")
+        return request.width, request.height  # type: ignore[return-value]
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return (value[0], value[1])
+    raise RequestError("request.bad_size", value=value)
+
+
+def _loras(value: Any) -> tuple[LoraRef, ...]:
+    if isinstance(value, Mapping):
+        return tuple(LoraRef(str(name), float(weight)) for name, weight in value.items())
+    if isinstance(value, str):
+        value = [value]
+    refs = []
+    for item in value if isinstance(value, Iterable) else [value]:
+        if isinstance(item, LoraRef):
+            refs.append(item)
+        elif isinstance(item, str):
+            refs.extend(parse(f"x --lora {item}").loras or ())
+        elif isinstance(item, (tuple, list)) and len(item) == 2:
+            refs.append(LoraRef(str(item[0]), float(item[1])))
+        else:
+            raise RequestError("request.bad_lora", value=item)
+    return tuple(refs)
+
+
+def generate(
+    prompt: str | Request,
+    *,
+    engine: Engine | None = None,
+    on_step: Callable[[StepInfo], None] | None = None,
+    **kwargs: Any,
+) -> list[GeneratedImage]:
+    """Generate images; see the module docstring.  Raises ``RequestError`` for bad input."""
+    engine = engine or default_engine()
+    request = build_request(prompt, **kwargs)
+    model = request.model or engine.registry.default
+    engine.registry.get(model)
+    resolved, notes = resolve(request, engine.registry.profile(model), model=model)
+    results = engine.generate(resolved.images(), on_step=on_step)
+    return [
+        GeneratedImage(image=r.image, request=r.request, model_hash=r.model_hash,
+                       lora_hashes=dict(r.lora_hashes), notes=tuple(notes))
+        for r in results
+    ]

@@ -1,0 +1,187 @@
+"""The ``brushwork`` command line, end to end.
+
+The main flow runs in real subprocesses (the installed console script's code path, a fresh
+interpreter, the tiny model); the many error paths run in-process through ``main(argv)``,
+which is the same code without the interpreter start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from bot.cli import main
+from generation.metadata import read_recipe
+
+pytestmark = pytest.mark.slow
+
+
+def run_cli(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "BRUSHWORK_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONIOENCODING": "utf-8"}
+    proc = subprocess.run([sys.executable, "-m", "bot.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=300, cwd=Path(__file__).resolve().parents[2])
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def parse_lines(stdout: str) -> list[tuple[str, int, Path]]:
+    rows = []
+    for line in stdout.strip().splitlines():
+        public_id, seed, path = line.split("\t")
+        assert seed.startswith("seed=")
+        rows.append((public_id, int(seed.removeprefix("seed=")), Path(path)))
+    return rows
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("BRUSHWORK_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return home
+
+
+def test_generate_reroll_tweak_upscale_vary_show_in_subprocesses(home, tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli(home, "generate", "一只猫 on a motorbike --seed 42 --n 2 --size 64x64 --steps 3 --no blurry",
+                   "--out", str(out))
+    rows = parse_lines(proc.stdout)
+    assert [seed for _, seed, _ in rows] == [42, 43]
+    for public_id, seed, path in rows:
+        assert path == out / f"{public_id}.png"
+        recipe = read_recipe(path)
+        assert recipe.request.seed == seed
+        assert recipe.request.prompt == "一只猫 on a motorbike"
+        assert recipe.request.negative_prompt == "blurry"
+        assert f"Seed: {seed}" in recipe.infotext
+        stored = home / "images"
+        assert any(stored.rglob(f"{public_id}.png"))
+    parent = rows[0][0]
+
+    child = parse_lines(run_cli(home, "reroll", parent).stdout)
+    assert len(child) == 1 and child[0][1] != 42
+
+    tweaked = parse_lines(run_cli(home, "tweak", parent, "a red cat --steps 4").stdout)
+    assert tweaked[0][1] == 42
+    assert read_recipe(tweaked[0][2]).request.prompt == "a red cat"
+    assert read_recipe(tweaked[0][2]).request.steps == 4
+    assert read_recipe(tweaked[0][2]).request.negative_prompt == "blurry"
+
+    upscaled = parse_lines(run_cli(home, "upscale", parent).stdout)
+    with Image.open(upscaled[0][2]) as img:
+        assert img.size == (128, 128)
+
+    varied = parse_lines(run_cli(home, "vary", parent, "--strong").stdout)
+    recipe = read_recipe(varied[0][2]).request
+    assert recipe.seed == 42 and recipe.vary_seed is not None and recipe.vary_strength == 0.45
+
+    shown = json.loads(run_cli(home, "show", varied[0][0], "--json").stdout)
+    assert shown["parent"] == parent and shown["relation"] == "vary"
+    assert shown["lineage"] == [varied[0][0], parent]
+    assert shown["request"]["seed"] == 42
+
+    history = run_cli(home, "history").stdout.strip().splitlines()
+    assert [line.split("\t")[0] for line in history][:4] == [varied[0][0], upscaled[0][0], tweaked[0][0],
+                                                              child[0][0]]
+
+
+def test_same_request_twice_gives_identical_pixels_and_png_alone_is_enough(home, tmp_path):
+    first = parse_lines(run_cli(home, "generate", "a lighthouse --seed 7 --size 64x64 --steps 3").stdout)[0]
+    again = parse_lines(run_cli(home, "generate", "a lighthouse --seed 7 --size 64x64 --steps 3").stdout)[0]
+    with Image.open(first[2]) as a, Image.open(again[2]) as b:
+        assert a.tobytes() == b.tobytes()
+    assert first[0] != again[0]
+
+    # A PNG alone, in a fresh home with an empty database, is enough to tweak it.
+    other_home = tmp_path / "other"
+    copy = tmp_path / "lighthouse.png"
+    copy.write_bytes(first[2].read_bytes())
+    tweaked = parse_lines(run_cli(other_home, "tweak", str(copy), "--cfg 5").stdout)[0]
+    request = read_recipe(tweaked[2]).request
+    assert request.seed == 7 and request.cfg == 5 and request.prompt == "a lighthouse"
+
+
+def test_user_mistakes_exit_2_with_one_line(home, tmp_path):
+    proc = run_cli(home, "generate", "a cat --stpes 30", check=False)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.strip().count("\n") == 0
+    assert "--steps" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["generate", "a cat --steps 500"], "1–150"),
+        (["generate", "--seed 3"], "prompt is empty"),
+        (["generate", "a cat --sampler eulr_a"], "Euler a"),
+        (["generate", "a cat --model sd3"], "sdxl"),
+        (["generate", "a cat --lora ink:0.5"], "LoRA"),
+        (["generate", "a cat --size 4096x4096"], "32–2048"),
+        (["generate", "a", "cat", "--seed", "4"], "inside the quoted prompt"),
+        (["show", "zzzzzzzz"], "No image"),
+        (["show", "not an id"], "neither an image id"),
+        (["reroll", "missing.png"], "no file"),
+        (["tweak", "zzzzzzzz", "--steps 4"], "No image"),
+        (["history", "--limit", "0"], "1-100"),
+    ],
+)
+def test_error_messages(home, capsys, argv, expected):
+    assert exit_code(argv) == 2
+    err = capsys.readouterr().err
+    assert expected.lower() in err.lower()
+    assert "Traceback" not in err
+
+
+def exit_code(argv: list[str]) -> int:
+    """``main``'s status, whether it returns it or argparse exits with it."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code)
+
+
+def test_not_a_png_is_refused_clearly(home, tmp_path, capsys):
+    bogus = tmp_path / "x.png"
+    bogus.write_bytes(b"not a png at all")
+    assert main(["show", str(bogus)]) == 2
+    assert "PNG" in capsys.readouterr().err
+
+
+def test_help_everywhere(capsys):
+    for argv in (["--help"], ["generate", "--help"], ["show", "--help"], ["reroll", "--help"],
+                 ["tweak", "--help"], ["upscale", "--help"], ["vary", "--help"], ["history", "--help"],
+                 ["samplers", "--help"], ["models", "--help"], ["db", "--help"], ["db", "upgrade", "--help"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 0
+        assert "usage: brushwork" in capsys.readouterr().out
+
+
+def test_samplers_models_and_db(home, capsys):
+    assert main(["samplers"]) == 0
+    out = capsys.readouterr().out
+    for name in ("Euler a", "DPM++ 2M Karras", "DPM++ SDE", "DDIM", "UniPC", "LMS", "Heun", "DPM2"):
+        assert name in out
+    assert main(["models"]) == 0
+    assert "tiny (default)" in capsys.readouterr().out
+    assert main(["db", "upgrade"]) == 0
+    out = capsys.readouterr().out
+    assert "revision: 0001" in out and (home / "brushwork.db").is_file()
+
+
+def test_show_prints_infotext_and_python(home, capsys):
+    assert main(["generate", "a boat --seed 5 --size 64x64 --steps 2"]) == 0
+    public_id = capsys.readouterr().out.split("\t")[0]
+    assert main(["show", public_id]) == 0
+    out = capsys.readouterr().out
+    assert "Steps: 2, Sampler: DPM++ 2M, Schedule type: Karras" in out
+    assert "from generation import generate" in out
+    assert "--seed 5" in out
