@@ -17,3 +17,28 @@ def tiny_engine():
     from generation.models import ModelRegistry
 
     return Engine(ModelRegistry(), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def make_lora(tmp_path_factory):
+    """A factory for random LoRA files on the tiny model's UNet: ``make_lora(folder, "ink") -> path``."""
+
+    def make(folder, name: str, *, seed: int = 5, rank: int = 4, scale: float = 0.5):
+        import torch
+        from diffusers import StableDiffusionPipeline
+        from diffusers.utils import convert_state_dict_to_diffusers
+        from peft import LoraConfig
+        from peft.utils import get_peft_model_state_dict
+
+        from generation.models.tiny import tiny_pipeline
+
+        unet = tiny_pipeline().unet  # a private copy: the shared tiny model is not touched
+        unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+        state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+        noise = torch.Generator().manual_seed(seed)
+        state = {k: torch.randn(v.shape, generator=noise) * scale for k, v in state.items()}  # B starts at 0
+        StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=state, safe_serialization=True,
+                                                  weight_name=f"{name}.safetensors")
+        return folder / f"{name}.safetensors"
+
+    return make

@@ -185,3 +185,9 @@ def test_show_prints_infotext_and_python(home, capsys):
     assert "Steps: 2, Sampler: DPM++ 2M, Schedule type: Karras" in out
     assert "from generation import generate" in out
     assert "--seed 5" in out
+
+
+def test_progress_bar_on_request(home, capsys):
+    assert main(["generate", "a boat --seed 5 --size 64x64 --steps 3", "--progress"]) == 0
+    err = capsys.readouterr().err
+    assert "3/3" in err and "step 3/3" in err and err.endswith("\n")

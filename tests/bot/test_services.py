@@ -116,3 +116,25 @@ def test_mistakes_are_typed_errors(container):
         container.images.plan_reroll("not-an-id!", scope)
     assert exc.value.code == "image.bad_reference"
     assert "图片" in exc.value.message("zh-CN")
+
+
+def test_lora_from_the_home_folder_is_hashed_into_row_and_png(tmp_path, make_lora):
+    container = build_container(load_settings(home=tmp_path / "home"))
+    try:
+        container.settings.loras_dir.mkdir(parents=True)
+        make_lora(container.settings.loras_dir, "inkwash")
+        scope = Scope.local_operator()
+        plain = make(container, "a cat --seed 4 --size 64x64 --steps 3", scope)[0]
+        styled = make(container, "a cat --seed 4 --size 64x64 --steps 3 --lora inkwash:0.8", scope)[0]
+        assert set(styled.record.lora_hashes) == {"inkwash"}
+        assert len(styled.record.lora_hashes["inkwash"]) == 12
+        recipe = read_recipe(styled.path)
+        assert recipe.lora_hashes == styled.record.lora_hashes
+        assert "<lora:inkwash:0.8>" in recipe.infotext and "Lora hashes:" in recipe.infotext
+        with Image.open(plain.path) as a, Image.open(styled.path) as b:
+            assert a.tobytes() != b.tobytes()
+        with pytest.raises(ModelError) as exc:
+            container.images.plan_generate("a cat --lora inkwsh", scope)
+        assert "inkwash" in exc.value.message()
+    finally:
+        container.close()

@@ -270,23 +270,10 @@ def test_vae_modes_are_per_call(tiny_engine):
 
 
 @pytest.fixture(scope="module")
-def lora_engine(tmp_path_factory):
+def lora_engine(tmp_path_factory, make_lora):
     """An engine whose LoRA folder holds one random LoRA, ``ink.wash``."""
-    from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
-    from generation.models.tiny import tiny_pipeline
-
     folder = tmp_path_factory.mktemp("loras")
-    unet = tiny_pipeline().unet  # a private copy: the shared tiny model is not touched
-    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
-    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-    noise = torch.Generator().manual_seed(5)
-    state = {k: torch.randn(v.shape, generator=noise) * 0.5 for k, v in state.items()}  # B starts at 0
-    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=state, safe_serialization=True,
-                                              weight_name="ink.wash.safetensors")
+    make_lora(folder, "ink.wash")
     resolver = FolderLoraResolver(folder, cache_dir=tmp_path_factory.mktemp("cache"))
     return Engine(ModelRegistry(), device="cpu", lora_resolver=resolver)
 
