@@ -1,9 +1,12 @@
 """Message catalogue: English and Simplified Chinese.
 
-Messages live in ``generation/locales/<locale>/*.json`` (one file per area: request,
-grammar, engine, cli…) as ``code -> template`` with ``str.format`` fields.  Discord locales (``en-US``, ``en-GB``, ``zh-CN``, ``zh-TW``…) are
-mapped to the closest catalogue; anything unknown falls back to English, and a code
-missing in a catalogue falls back to the English template.
+Messages live in ``<package>/locales/<locale>/*.json`` (one file per area: request,
+grammar, engine…) as ``code -> template`` with ``str.format`` fields.  The engine's own
+catalogue is ``generation/locales``; an outer layer adds its texts (the Discord bot's
+replies) with :func:`register_catalogue`, so the engine never needs to know about it.
+Discord locales (``en-US``, ``en-GB``, ``zh-CN``, ``zh-TW``…) map to the closest
+catalogue; anything unknown falls back to English, and a code missing in a catalogue falls
+back to the English template.
 """
 
 from __future__ import annotations
@@ -25,16 +28,29 @@ def normalize_locale(locale: str | None) -> str:
     return "en"
 
 
+_packages: list[str] = ["generation"]
+
+
+def register_catalogue(package: str) -> None:
+    """Add ``<package>/locales/<locale>/*.json`` to the catalogue (idempotent)."""
+    if package not in _packages:
+        _packages.append(package)
+        _catalogue.cache_clear()
+
+
 @cache
 def _catalogue(locale: str) -> dict[str, str]:
-    folder = resources.files("generation").joinpath("locales").joinpath(locale)
     merged: dict[str, str] = {}
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".json"):
-            for code, template in json.loads(entry.read_text("utf-8")).items():
-                if code in merged:
-                    raise RuntimeError(f"message code {code!r} defined twice in locales/{locale}")
-                merged[code] = template
+    for package in _packages:
+        folder = resources.files(package).joinpath("locales").joinpath(locale)
+        if not folder.is_dir():
+            continue
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+            if entry.name.endswith(".json"):
+                for code, template in json.loads(entry.read_text("utf-8")).items():
+                    if code in merged:
+                        raise RuntimeError(f"message code {code!r} defined twice in {package}/locales/{locale}")
+                    merged[code] = template
     return merged
 
 

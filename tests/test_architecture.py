@@ -44,8 +44,11 @@ def test_importing_the_packages_does_no_heavy_work():
 
 def _catalogue(locale: str) -> dict[str, str]:
     merged: dict[str, str] = {}
-    for path in sorted((ROOT / "generation" / "locales" / locale).glob("*.json")):
-        merged.update(json.loads(path.read_text("utf-8")))
+    for package in ("generation", "bot"):
+        for path in sorted((ROOT / package / "locales" / locale).glob("*.json")):
+            texts = json.loads(path.read_text("utf-8"))
+            assert not set(texts) & set(merged), f"{path}: codes defined twice"
+            merged.update(texts)
     return merged
 
 
