@@ -1,0 +1,568 @@
+"""LoRA files: export (diffusers and kohya/A1111 key names) and import checks.
+
+**Export.** :func:`export_lora` writes a ``.safetensors`` in diffusers' key format — the
+format of diffusers' own training scripts (``unet.<module>.lora.down.weight`` /
+``.lora.up.weight``, ``text_encoder.<module>.lora_linear_layer.down.weight`` …, made by
+diffusers' ``convert_state_dict_to_diffusers``) — which ``pipe.load_lora_weights``, the
+engine's ``--lora name:w`` and ComfyUI read.  The scale ``alpha ÷ rank`` is **baked into
+the up matrices**: loaders that ignore alpha (diffusers given a bare state dict, as the
+engine does) then apply exactly what was trained.  The metadata (all strings, as
+safetensors requires) records the base model and its hash, rank, the training alpha,
+steps, dataset size, trigger words, resolution and the Brushwork version.
+
+:func:`export_kohya` renames a diffusers-format file to kohya's names, which
+AUTOMATIC1111 and ComfyUI expect: ``lora_unet_<module path with "_">.lora_down.weight``,
+``.lora_up.weight`` and a scalar ``.alpha`` per module (SD1/SD2 text encoder:
+``lora_te_text_model_…``; SDXL: ``lora_te1_``/``lora_te2_``), plus kohya's ``ss_*``
+metadata.  kohya names replace dots by underscores, so reading them back needs the
+model's module names: :func:`module_table` and :func:`module_from_kohya` do that.
+
+**Import.** :func:`inspect_lora` judges an uploaded LoRA without running anything in it:
+pickled formats are refused by name and by content; the file size is capped; the
+safetensors header's length is checked before it is read, then its JSON (dtypes, shapes,
+offsets inside the file, no overlaps); key names must be diffusers/peft or kohya LoRA
+keys; every module must exist in the base model and every matrix shape must fit it (rank
+equal on both halves).  Only the few scalar ``alpha`` tensors are read; no weights are loaded.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+import struct
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from generation.models.spec import PICKLE_SUFFIXES
+from generation.training.errors import LoraFileError
+
+if TYPE_CHECKING:
+    import torch
+
+    from generation.models.loading import LoadedModel
+
+UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+TEXT_ENCODER_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
+COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
+DEFAULT_MAX_LORA_BYTES = 512 * 1024 * 1024
+DEFAULT_MAX_HEADER_BYTES = 16 * 1024 * 1024
+DTYPE_SIZES = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8}  # what LoRA weights may be
+ANY_DTYPE_SIZES = {**DTYPE_SIZES, "BOOL": 1, "U8": 1, "I8": 1, "I16": 2, "U16": 2, "I32": 4, "U32": 4, "I64": 8,
+                   "U64": 8}
+KOHYA_KEY = re.compile(r"^lora_(unet|te|te1|te2)_[A-Za-z0-9_]+\.(lora_down\.weight|lora_up\.weight|alpha)$")
+_KOHYA_PREFIX = {"lora_unet_": "unet", "lora_te_": "text_encoder", "lora_te1_": "text_encoder",
+                 "lora_te2_": "text_encoder_2"}
+_KOHYA_SUFFIX = {".lora_down.weight": "down", ".lora_up.weight": "up", ".alpha": "alpha"}
+_DIFFUSERS_SUFFIX = {".lora_A.weight": "down", ".lora_B.weight": "up", ".lora.down.weight": "down",
+                     ".lora.up.weight": "up", ".lora_linear_layer.down.weight": "down",
+                     ".lora_linear_layer.up.weight": "up", ".alpha": "alpha"}
+_TABLE_KEY = "brushwork.lora_module_table"
+
+
+# ---------------------------------------------------------------------- weights and export
+
+
+@dataclass(frozen=True)
+class LoraWeights:
+    """Trained LoRA matrices, not yet scaled: ``{"unet.<module>.lora_A.weight": tensor, …}``
+    (``lora_A`` = down, ``lora_B`` = up), with the rank and alpha they were trained with
+    and the metadata to write (strings)."""
+
+    tensors: Mapping[str, torch.Tensor]
+    rank: int
+    alpha: float
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+def export_lora(source: Any, path: str | os.PathLike[str], metadata: Mapping[str, Any] | None = None, *,
+                dtype: str = "float32") -> Path:
+    """Write ``source`` (a :class:`LoraWeights`, or anything with ``lora_weights()`` such as a
+    :class:`~generation.training.trainer.LoraTrainer`) to ``path`` in diffusers' format.
+
+    ``metadata`` is added to the trainer's own (values become strings; lists and dicts
+    JSON).  The file is written atomically.  ``dtype``: ``float32`` or ``float16``.
+    """
+    import torch
+
+    weights: LoraWeights = source.lora_weights() if hasattr(source, "lora_weights") else source
+    if dtype not in ("float32", "float16"):
+        raise ValueError("dtype must be 'float32' or 'float16'")
+    from diffusers.utils import convert_state_dict_to_diffusers
+
+    scale = float(weights.alpha) / float(weights.rank)
+    per_component: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in weights.tensors.items():
+        component, module, kind = split_lora_key(key)
+        value = tensor.detach().to("cpu", torch.float32)
+        if kind == "up":
+            value = value * scale
+        name = f"{module}.lora_{'A' if kind == 'down' else 'B'}.weight"
+        per_component.setdefault(component, {})[name] = value.to(getattr(torch, dtype)).contiguous()
+    tensors: dict[str, torch.Tensor] = {}
+    for component, state in per_component.items():
+        # diffusers' own names: "….lora.down.weight" in the UNet, "….lora_linear_layer.down.weight" in CLIP
+        for key, value in convert_state_dict_to_diffusers(state).items():
+            tensors[f"{component}.{key}"] = value
+    meta = {"format": "pt", **dict(weights.metadata), **string_metadata(metadata or {})}
+    meta["brushwork.alpha_baked"] = "true"  # up = trained up × alpha/rank: load with scale 1
+    return _write_safetensors(tensors, Path(path), meta)
+
+
+def export_kohya(path_in: str | os.PathLike[str], path_out: str | os.PathLike[str],
+                 metadata: Mapping[str, Any] | None = None) -> Path:
+    """Convert a diffusers/peft-format LoRA file to kohya's key names (see the module docstring)."""
+    import torch
+    from safetensors.torch import load_file
+
+    source = Path(path_in)
+    header = read_header(source, name=source.name)
+    if not header.tensors:
+        raise LoraFileError("lora.empty", name=source.name)
+    state = load_file(str(source))
+    groups: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    for key, tensor in state.items():
+        component, module, kind = split_lora_key(key, name=source.name)
+        groups.setdefault((component, module), {})[kind] = tensor
+    sdxl = any(component == "text_encoder_2" for component, _ in groups)
+    out: dict[str, torch.Tensor] = {}
+    ranks: set[int] = set()
+    alphas: set[float] = set()
+    for (component, module), parts in sorted(groups.items()):
+        if "down" not in parts or "up" not in parts:
+            raise LoraFileError("lora.incomplete", name=source.name, module=f"{component}.{module}",
+                                missing="lora_up" if "down" in parts else "lora_down")
+        rank = int(parts["down"].shape[0])
+        alpha = float(parts["alpha"].reshape(-1)[0]) if "alpha" in parts else float(rank)
+        ranks.add(rank)
+        alphas.add(alpha)
+        base = kohya_name(component, module, sdxl=sdxl)
+        out[f"{base}.lora_down.weight"] = parts["down"].contiguous()
+        out[f"{base}.lora_up.weight"] = parts["up"].contiguous()
+        out[f"{base}.alpha"] = torch.tensor(alpha, dtype=torch.float32)
+    meta = {k: v for k, v in header.metadata.items() if k != "format"}
+    meta.update({
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": str(max(ranks)),
+        "ss_network_alpha": _number(next(iter(alphas))) if len(alphas) == 1 else "Dynamic",
+        "ss_base_model_version": "sdxl_base_v1-0" if sdxl else "sd_v1",
+    })
+    for ours, theirs in (("brushwork.base_model", "ss_sd_model_name"), ("brushwork.dataset_size", "ss_num_train_images"),
+                         ("brushwork.steps", "ss_max_train_steps"), ("brushwork.base_model_hash", "ss_new_sd_model_hash")):
+        if ours in meta:
+            meta[theirs] = meta[ours]
+    if "brushwork.resolution" in meta:
+        meta["ss_resolution"] = f"({meta['brushwork.resolution']}, {meta['brushwork.resolution']})"
+    meta.update(string_metadata(metadata or {}))
+    return _write_safetensors(out, Path(path_out), meta)
+
+
+def split_lora_key(key: str, *, name: str = "LoRA") -> tuple[str, str, str]:
+    """``unet.a.b.lora_A.weight`` -> ``("unet", "a.b", "down")`` (diffusers/peft names only)."""
+    component = next((c for c in COMPONENTS if key.startswith(c + ".")), None)
+    suffix = next((s for s in _DIFFUSERS_SUFFIX if key.endswith(s)), None)
+    if component is None or suffix is None or len(key) <= len(component) + 1 + len(suffix):
+        raise LoraFileError("lora.unsupported_key", name=name, key=key[:200])
+    return component, key[len(component) + 1:-len(suffix)], _DIFFUSERS_SUFFIX[suffix]
+
+
+def kohya_name(component: str, module: str, *, sdxl: bool = False) -> str:
+    """kohya's name for a module: ``lora_unet_down_blocks_0_…_to_q``, ``lora_te_text_model_…``."""
+    if component == "unet":
+        return "lora_unet_" + module.replace(".", "_")
+    if not module.startswith("text_model."):  # transformers 5 dropped CLIPTextModel.text_model; kohya keeps it
+        module = "text_model." + module
+    prefix = {"text_encoder": "lora_te1_" if sdxl else "lora_te_", "text_encoder_2": "lora_te2_"}[component]
+    return prefix + module.replace(".", "_")
+
+
+def string_metadata(values: Mapping[str, Any]) -> dict[str, str]:
+    """safetensors metadata must be ``str -> str``: numbers and flags as text, lists/dicts as JSON."""
+    out: dict[str, str] = {}
+    for key, value in values.items():
+        if not isinstance(key, str):
+            raise TypeError(f"metadata keys must be strings, got {key!r}")
+        if value is None:
+            continue
+        if isinstance(value, str):
+            out[key] = value
+        elif isinstance(value, bool):
+            out[key] = "true" if value else "false"
+        elif isinstance(value, (int, float)):
+            out[key] = _number(value)
+        elif isinstance(value, (list, tuple, dict)):
+            out[key] = json.dumps(value, ensure_ascii=False, sort_keys=isinstance(value, dict))
+        else:
+            raise TypeError(f"metadata value for {key!r} must be text, a number, a flag, a list or a dict")
+    return out
+
+
+def _write_safetensors(tensors: Mapping[str, Any], path: Path, metadata: Mapping[str, str]) -> Path:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(dict(tensors), tmp, metadata=dict(metadata))
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _number(value: float | int) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+# ---------------------------------------------------------------------- safetensors header
+
+
+@dataclass(frozen=True)
+class SafetensorsHeader:
+    tensors: dict[str, dict[str, Any]]  # key -> {"dtype", "shape", "data_offsets"}
+    metadata: dict[str, str]
+    data_start: int
+    size: int
+
+
+def read_header(source: str | os.PathLike[str] | bytes | bytearray | memoryview, *, name: str | None = None,
+                max_bytes: int = DEFAULT_MAX_LORA_BYTES, max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+                dtypes: Mapping[str, int] = DTYPE_SIZES) -> SafetensorsHeader:
+    """Check a file's size, format and safetensors header (nothing else is read).
+
+    ``dtypes`` are the tensor types allowed, with their sizes (LoRA weights: floats only).
+    """
+    with _open_source(source) as (handle, size, label):
+        name = name or label
+        return _read_header(handle, size, name=name, max_bytes=max_bytes, max_header_bytes=max_header_bytes,
+                            dtypes=dtypes)
+
+
+class _open_source:
+    def __init__(self, source) -> None:
+        self.source = source
+        self.handle: IO[bytes] | None = None
+
+    def __enter__(self) -> tuple[IO[bytes], int, str]:
+        source = self.source
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            self.handle = io.BytesIO(bytes(source))
+            return self.handle, len(source), "LoRA"
+        path = Path(source)
+        if path.suffix.lower() in PICKLE_SUFFIXES:  # refused by name before a byte is read
+            raise LoraFileError("lora.pickle_refused", name=path.name)
+        try:
+            size = path.stat().st_size
+            self.handle = open(path, "rb")
+        except OSError as exc:
+            raise LoraFileError("lora.unreadable", name=path.name, detail=str(exc)[:200]) from None
+        return self.handle, size, path.name
+
+    def __exit__(self, *exc: object) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+
+def _read_header(handle: IO[bytes], size: int, *, name: str, max_bytes: int, max_header_bytes: int,
+                 dtypes: Mapping[str, int] = DTYPE_SIZES) -> SafetensorsHeader:
+    if name.lower().endswith(PICKLE_SUFFIXES):
+        raise LoraFileError("lora.pickle_refused", name=name)
+    if size > max_bytes:
+        raise LoraFileError("lora.too_large", name=name, size=_mb(size), limit=_mb(max_bytes))
+    head = handle.read(16)
+    if len(head) < 10 or head[8:9] != b"{":
+        if _looks_pickled(head):
+            raise LoraFileError("lora.pickle_refused", name=name)
+        raise LoraFileError("lora.not_safetensors", name=name)
+    (length,) = struct.unpack("<Q", head[:8])
+    if length > max_header_bytes:
+        raise LoraFileError("lora.header_too_large", name=name, size=_mb(length), limit=_mb(max_header_bytes))
+    if 8 + length > size:
+        raise LoraFileError("lora.truncated", name=name)
+    handle.seek(8)
+    raw = handle.read(length)
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise LoraFileError("lora.bad_header", name=name, detail=str(exc)[:200]) from None
+    if not isinstance(header, dict):
+        raise LoraFileError("lora.bad_header", name=name, detail="the header is not a JSON object")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                 for k, v in metadata.items()):
+        raise LoraFileError("lora.bad_header", name=name, detail="__metadata__ must map strings to strings")
+    data_size = size - 8 - length
+    spans = []
+    for key, entry in header.items():
+        dtype, shape, offsets = _entry_fields(entry)
+        if dtype is None:
+            raise LoraFileError("lora.bad_header", name=name, detail=f"tensor {key[:120]!r} is malformed")
+        if dtype not in dtypes:
+            raise LoraFileError("lora.bad_dtype", name=name, key=key[:200], dtype=str(dtype)[:20])
+        begin, end = offsets
+        if end - begin != math.prod(shape) * dtypes[dtype]:
+            raise LoraFileError("lora.bad_header", name=name,
+                                detail=f"tensor {key[:120]!r}: its byte range does not match its shape")
+        if end > data_size:
+            raise LoraFileError("lora.truncated", name=name)
+        spans.append((begin, end, key))
+    spans.sort()
+    for (_, end, key), (begin, _, _) in zip(spans, spans[1:], strict=False):
+        if begin < end:
+            raise LoraFileError("lora.bad_header", name=name, detail=f"tensor {key[:120]!r} overlaps another")
+    return SafetensorsHeader(tensors=header, metadata=dict(metadata), data_start=8 + length, size=size)
+
+
+def _entry_fields(entry: Any) -> tuple[Any, list[int], tuple[int, int]] | tuple[None, list, tuple]:
+    bad = (None, [], (0, 0))
+    if not isinstance(entry, dict):
+        return bad
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if not isinstance(dtype, str) or not isinstance(shape, list) or not isinstance(offsets, list):
+        return bad
+    if len(shape) > 8 or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        return bad
+    if len(offsets) != 2 or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets):
+        return bad
+    if not 0 <= offsets[0] <= offsets[1]:
+        return bad
+    return dtype, shape, (offsets[0], offsets[1])
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key[:120]!r}")
+        out[key] = value
+    return out
+
+
+def _looks_pickled(head: bytes) -> bool:
+    """Python pickles (protocol 2+) and torch.save's zip files (a pickle inside)."""
+    return (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5) or head.startswith(b"PK\x03\x04")
+
+
+def _mb(size: int) -> str:
+    value = size / (1024 * 1024)
+    return f"{value:.0f} MB" if value >= 10 else f"{value:.2f} MB"
+
+
+# ---------------------------------------------------------------------- import checks
+
+
+@dataclass(frozen=True)
+class LoraInfo:
+    """What an accepted LoRA file is.
+
+    ``alpha`` is what a loader scales by (``alpha ÷ rank``): the ``.alpha`` tensors of a
+    kohya file, else the rank (scale 1, as diffusers loads a file without alphas; Brushwork's
+    own exports have the scale baked in).  ``modules`` are ``component.module.path`` in
+    diffusers naming; ``targets`` their distinct last parts (``to_q``, ``q_proj``…).
+    """
+
+    format: str  # "diffusers" or "kohya"
+    rank: int
+    ranks: tuple[int, ...]
+    alpha: float
+    targets: tuple[str, ...]
+    modules: tuple[str, ...]
+    components: tuple[str, ...]
+    metadata: dict[str, str]
+    size_bytes: int
+    tensors: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleShape:
+    kind: str  # "linear" or "conv"
+    in_features: int
+    out_features: int
+    kernel: tuple[int, int] = (1, 1)
+
+
+def module_table(model: LoadedModel) -> dict[str, dict[str, ModuleShape]]:
+    """Every Linear/Conv2d of the model's UNet and text encoders, by component and path.
+
+    Computed once per loaded model (kept in ``model.extras``).  Modules wrapped by a PEFT
+    adapter (while the engine applies a LoRA) count as their base layer.
+    """
+    cached = model.extras.get(_TABLE_KEY)
+    if cached is not None:
+        return cached
+    import torch
+
+    table: dict[str, dict[str, ModuleShape]] = {}
+    for component in COMPONENTS:
+        module = getattr(model.txt2img, component, None)
+        if module is None:
+            continue
+        entries: dict[str, ModuleShape] = {}
+        for path, layer in module.named_modules():
+            if ".lora_" in path or path.endswith("base_layer") or ".base_layer." in path or "lora_" in path:
+                continue
+            base = getattr(layer, "base_layer", layer)
+            if isinstance(base, torch.nn.Linear):
+                entries[path] = ModuleShape("linear", base.in_features, base.out_features)
+            elif isinstance(base, torch.nn.Conv2d):
+                kernel = tuple(base.kernel_size)
+                entries[path] = ModuleShape("conv", base.in_channels // base.groups, base.out_channels,
+                                            (int(kernel[0]), int(kernel[1])))
+        table[component] = entries
+    model.extras[_TABLE_KEY] = table
+    return table
+
+
+def module_from_kohya(key_or_name: str, table: Mapping[str, Mapping[str, ModuleShape]]
+                      ) -> tuple[str, str] | None:
+    """``lora_unet_down_blocks_0_…_to_q[.lora_down.weight]`` -> ``("unet", "down_blocks.0.….to_q")``."""
+    flat = key_or_name
+    for suffix in _KOHYA_SUFFIX:
+        if flat.endswith(suffix):
+            flat = flat[:-len(suffix)]
+            break
+    prefix = next((p for p in sorted(_KOHYA_PREFIX, key=len, reverse=True) if flat.startswith(p)), None)
+    if prefix is None:
+        return None
+    component = _KOHYA_PREFIX[prefix]
+    rest = flat[len(prefix):]
+    flats = _flat_names(table, component)
+    path = flats.get(rest)
+    if path is None and component != "unet" and rest.startswith("text_model_"):
+        path = flats.get(rest[len("text_model_"):])
+    return (component, path) if path is not None else None
+
+
+def _flat_names(table: Mapping[str, Mapping[str, ModuleShape]], component: str) -> dict[str, str]:
+    return {path.replace(".", "_"): path for path in table.get(component, {})}
+
+
+def inspect_lora(source: str | os.PathLike[str] | bytes | bytearray | memoryview, base_model: LoadedModel, *,
+                 max_bytes: int = DEFAULT_MAX_LORA_BYTES, max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+                 name: str | None = None) -> LoraInfo:
+    """Check an uploaded LoRA against ``base_model`` (see the module docstring); raise or describe it.
+
+    ``name`` (the upload's file name) is used in messages and to refuse pickled suffixes
+    when ``source`` is bytes.  Raises :class:`LoraFileError` (``lora.*`` codes).
+    """
+    with _open_source(source) as (handle, size, label):
+        name = name or label
+        header = _read_header(handle, size, name=name, max_bytes=max_bytes, max_header_bytes=max_header_bytes)
+        if not header.tensors:
+            raise LoraFileError("lora.empty", name=name)
+        table = module_table(base_model)
+        fmt, groups = _group_keys(header, table, name)
+        ranks: list[int] = []
+        alphas: list[float] = []
+        for (component, path), parts in sorted(groups.items()):
+            rank = _check_module(name, component, path, parts, header, table[component][path])
+            ranks.append(rank)
+            if "alpha" in parts:
+                alphas.append(_read_alpha(handle, header, parts["alpha"], name))
+    rank = max(ranks)
+    alpha = alphas[0] if alphas and len(set(alphas)) == 1 else float(max(alphas) if alphas else rank)
+    modules = tuple(f"{c}.{p}" for c, p in sorted(groups))
+    targets = tuple(sorted({_target_name(p) for _, p in groups}))
+    return LoraInfo(format=fmt, rank=rank, ranks=tuple(sorted(set(ranks))), alpha=alpha, targets=targets,
+                    modules=modules, components=tuple(sorted({c for c, _ in groups})),
+                    metadata=dict(header.metadata), size_bytes=header.size, tensors=len(header.tensors))
+
+
+def _group_keys(header: SafetensorsHeader, table: Mapping[str, Mapping[str, ModuleShape]], name: str
+                ) -> tuple[str, dict[tuple[str, str], dict[str, str]]]:
+    groups: dict[tuple[str, str], dict[str, str]] = {}
+    formats: set[str] = set()
+    for key in header.tensors:
+        if key.startswith("lora_"):
+            suffix = next((s for s in _KOHYA_SUFFIX if key.endswith(s)), None)
+            if suffix is None or not KOHYA_KEY.match(key):
+                raise LoraFileError("lora.unsupported_key", name=name, key=key[:200])
+            found = module_from_kohya(key, table)
+            if found is None:
+                raise LoraFileError("lora.unknown_module", name=name, key=key[:200])
+            formats.add("kohya")
+            kind = _KOHYA_SUFFIX[suffix]
+        else:
+            component, path, kind = split_lora_key(key, name=name)
+            modules = table.get(component, {})
+            if path not in modules and path.startswith("text_model."):
+                path = path[len("text_model."):]
+            if path not in modules:
+                raise LoraFileError("lora.unknown_module", name=name, key=key[:200])
+            found = (component, path)
+            formats.add("diffusers")
+        parts = groups.setdefault(found, {})
+        if kind in parts:
+            raise LoraFileError("lora.duplicate_module", name=name, key=key[:200], other=parts[kind][:200])
+        parts[kind] = key
+    if len(formats) > 1:
+        raise LoraFileError("lora.mixed_formats", name=name)
+    return formats.pop(), groups
+
+
+def _check_module(name: str, component: str, path: str, parts: dict[str, str], header: SafetensorsHeader,
+                  target: ModuleShape) -> int:
+    module = f"{component}.{path}"
+    if "down" not in parts or "up" not in parts:
+        raise LoraFileError("lora.incomplete", name=name, module=module,
+                            missing="lora_up" if "down" in parts else "lora_down")
+    down = list(header.tensors[parts["down"]]["shape"])
+    up = list(header.tensors[parts["up"]]["shape"])
+    if len(down) < 2 or len(up) < 2:
+        raise LoraFileError("lora.shape_mismatch", name=name, key=parts["down" if len(down) < 2 else "up"],
+                            expected="a matrix", got=down if len(down) < 2 else up)
+    rank = down[0]
+    if up[1] != rank or rank < 1:
+        raise LoraFileError("lora.rank_mismatch", name=name, module=module, down=down[0], up=up[1])
+    if target.kind == "linear":
+        down_ok = down in ([rank, target.in_features], [rank, target.in_features, 1, 1])
+        up_ok = up in ([target.out_features, rank], [target.out_features, rank, 1, 1])
+        expected_down = f"[{rank}, {target.in_features}]"
+    else:
+        kh, kw = target.kernel
+        down_ok = down in ([rank, target.in_features, kh, kw], [rank, target.in_features, 1, 1])
+        up_ok = up == [target.out_features, rank, 1, 1]
+        expected_down = f"[{rank}, {target.in_features}, {kh}, {kw}]"
+    if not down_ok:
+        raise LoraFileError("lora.shape_mismatch", name=name, key=parts["down"], expected=expected_down, got=down)
+    if not up_ok:
+        raise LoraFileError("lora.shape_mismatch", name=name, key=parts["up"],
+                            expected=f"[{target.out_features}, {rank}]", got=up)
+    if "alpha" in parts and math.prod(header.tensors[parts["alpha"]]["shape"]) != 1:
+        raise LoraFileError("lora.bad_alpha", name=name, key=parts["alpha"])
+    return rank
+
+
+def _read_alpha(handle: IO[bytes], header: SafetensorsHeader, key: str, name: str) -> float:
+    entry = header.tensors[key]
+    begin = entry["data_offsets"][0]
+    handle.seek(header.data_start + begin)
+    raw = handle.read(DTYPE_SIZES[entry["dtype"]])
+    dtype = entry["dtype"]
+    if dtype == "F32":
+        value = struct.unpack("<f", raw)[0]
+    elif dtype == "F16":
+        value = struct.unpack("<e", raw)[0]
+    elif dtype == "BF16":
+        value = struct.unpack("<f", b"\x00\x00" + raw)[0]
+    else:
+        value = struct.unpack("<d", raw)[0]
+    if not math.isfinite(value) or value <= 0:
+        raise LoraFileError("lora.bad_alpha", name=name, key=key)
+    return float(value)
+
+
+def _target_name(path: str) -> str:
+    parts = path.split(".")
+    return ".".join(parts[-2:]) if parts[-1].isdigit() and len(parts) > 1 else parts[-1]
