@@ -5,6 +5,10 @@ what is allowed), 1 for an internal failure (one line; ``--debug`` shows the tra
 
 Request flags go *inside* the quoted prompt, exactly as in Discord:
 ``brushwork generate "a cat on a motorbike --ar 3:2 --seed 42"``.
+
+Generating goes through the shared job queue, like the bot's requests: the command submits
+a job and waits for it.  If a worker is alive in another process on the same database (the
+bot), it runs the job; otherwise this process starts a worker thread for as long as it waits.
 """
 
 from __future__ import annotations
@@ -25,10 +29,15 @@ from generation.version import VERSION
 if TYPE_CHECKING:
     from bot.container import Container
     from bot.services import GenerationPlan, SavedImage
+    from generation.queue import JobEvent, JobHandle
 
 log = logging.getLogger("brushwork")
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
+#: Errors that are failures of the machine, not mistakes in the command (exit status 1).
+FAILURE_CODES = frozenset({"queue.internal", "queue.crashed", "queue.out_of_memory", "queue.worker_hung"})
+#: While another process's worker runs our job, how often to check that it is still alive.
+REMOTE_CHECK_S = 5.0
 
 
 class UsageError(Exception):
@@ -46,26 +55,54 @@ class _Parser(argparse.ArgumentParser):
 # ---------------------------------------------------------------------- output helpers
 
 
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 90:
+        return f"{max(0, round(seconds))} s"
+    return f"{round(seconds / 60)} min"
+
+
 class Progress:
-    """A one-line progress bar on stderr (only on a terminal, or when forced)."""
+    """A job's events on stderr: its place in the queue, then a one-line progress bar.
+
+    The bar shows only on a terminal, or when forced; waiting behind other jobs is always
+    said (one line), since the command would otherwise look stuck.
+    """
 
     def __init__(self, stream: TextIO, enabled: bool) -> None:
         self.stream, self.enabled = stream, enabled
         self._last = 0.0
+        self._said_position: int | None = None
 
-    def __call__(self, info) -> None:
-        if not self.enabled:
-            return
+    def __call__(self, event: JobEvent) -> None:
+        from generation.queue import JobProgress, JobQueued, JobRequeued, JobStalled
+
+        if isinstance(event, JobQueued):
+            if event.position > 0 and event.position != self._said_position:
+                self._said_position = event.position
+                self.stream.write(f"job {event.job_id}: {event.position} job(s) ahead, done in about "
+                                  f"{_duration(event.eta_s)} (brushwork cancel {event.job_id} to drop it)\n")
+                self.stream.flush()
+        elif isinstance(event, JobStalled):
+            self.stream.write(f"\nwarning: the worker has not reported for {_duration(event.seconds)}; "
+                              "it may be stuck\n")
+        elif isinstance(event, JobRequeued):
+            self.stream.write(f"\njob {event.job_id} went back to the queue ({event.reason})\n")
+        elif isinstance(event, JobProgress) and self.enabled:
+            self._bar(event)
+
+    def _bar(self, event) -> None:
         now = time.monotonic()
-        done = info.overall_step >= info.overall_total
+        done = event.step >= event.total
         if not done and now - self._last < 0.1:
             return
         self._last = now
         width = 30
-        filled = int(width * info.overall_step / max(1, info.overall_total))
+        filled = int(width * event.step / max(1, event.total))
         bar = "#" * filled + "." * (width - filled)
-        self.stream.write(f"\r[{bar}] {info.overall_step}/{info.overall_total} {info.phase} "
-                          f"step {info.step}/{info.total}")
+        left = "" if done or event.eta_s is None else f", {_duration(event.eta_s)} left"
+        self.stream.write(f"\r[{bar}] step {event.step}/{event.total}{left}   ")
         if done:
             self.stream.write("\n")
         self.stream.flush()
@@ -97,11 +134,36 @@ def _scope():
 
 
 def _run_plan(container: Container, plan: GenerationPlan, args: argparse.Namespace) -> int:
+    from bot.jobs import plan_submission
+
     _print_notes(plan)
     progress = Progress(sys.stderr, enabled=args.progress if args.progress is not None else sys.stderr.isatty())
-    saved = container.images.execute(plan, _scope(), on_step=progress)
+    handle = container.queue.submit(plan_submission(plan, _scope()))
+    saved = _wait(container, handle, progress)
     _print_saved(saved, args.out)
     return EXIT_OK
+
+
+def _wait(container: Container, handle: JobHandle, progress: Progress) -> list[SavedImage]:
+    """Wait for a job: run a worker here unless another process's worker is alive (and take
+    over if that one goes away).  Ctrl-C cancels the job."""
+    queue = container.queue
+    try:
+        while True:
+            if not queue.started and not queue.remote_worker_alive():
+                container.start_workers()
+            try:
+                return handle.wait(timeout=None if queue.started else REMOTE_CHECK_S, on_event=progress)
+            except TimeoutError:
+                continue
+    except KeyboardInterrupt:
+        try:
+            state = handle.cancel()
+            print(f"\nbrushwork: job {handle.job_id} {'cancelled' if state.value == 'cancelled' else state.value}",
+                  file=sys.stderr)
+        except Exception:  # interrupted twice, or the database is gone: the job stays visible in `queue`
+            pass
+        raise
 
 
 def cmd_generate(container: Container, args: argparse.Namespace) -> int:
@@ -213,6 +275,55 @@ def cmd_models(container: Container, _args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_queue(container: Container, args: argparse.Namespace) -> int:
+    queue = container.queue
+    views = queue.jobs()
+    workers = [(status, alive) for status, alive in queue.workers_status() if alive or status.state == "hung"]
+    if args.json:
+        print(json.dumps({
+            "workers": [{"id": s.worker_id, "device": s.device, "state": s.state, "alive": alive,
+                         "running": list(s.running)} for s, alive in workers],
+            "jobs": [{"id": v.job_id, "state": v.state.value, "position": v.position, "owner": v.owner,
+                      "guild": v.guild, "kind": v.kind, "images": v.images, "progress": round(v.progress, 3),
+                      "eta_s": None if v.eta_s is None else round(v.eta_s, 1), "attempts": v.attempts,
+                      "cancel_requested": v.cancel_requested} for v in views],
+        }, ensure_ascii=False, indent=2))
+        return EXIT_OK
+    if not workers:
+        print("workers:  none running (jobs wait until `brushwork generate` or the bot starts one)")
+    for status, alive in workers:
+        state = status.state if alive else f"{status.state}, silent"
+        print(f"worker:   {status.worker_id} on {status.device}: {state}")
+    if not views:
+        print("queue:    empty")
+        return EXIT_OK
+    print(f"{'JOB':<10} {'STATE':<8} {'POS':>4}  {'OWNER':<20} {'SERVER':<20} {'KIND':<9} {'N':>2} "
+          f"{'PROGRESS':>8}  ETA")
+    for view in views:
+        position = "-" if view.position is None else str(view.position + 1)
+        state = "stopping" if view.cancel_requested else view.state.value
+        guild = "-" if view.guild is None else str(view.guild)
+        print(f"{view.job_id:<10} {state:<8} {position:>4}  {view.owner:<20} {guild:<20} {view.kind:<9} "
+              f"{view.images:>2} {view.progress:>8.0%}  {_duration(view.eta_s)}")
+    return EXIT_OK
+
+
+def cmd_cancel(container: Container, args: argparse.Namespace) -> int:
+    from generation.queue import Requester
+    from storage.ids import normalize_public_id
+
+    job_id = normalize_public_id(args.job)
+    state = container.queue.cancel(job_id, Requester(user=_scope().user_id, operator=True))
+    messages = {
+        "cancelled": f"job {job_id} cancelled",
+        "running": f"job {job_id} is running: it stops at its next step",
+        "done": f"job {job_id} had already finished",
+        "failed": f"job {job_id} had already failed",
+    }
+    print(messages.get(state.value, f"job {job_id} is {state.value}"))
+    return EXIT_OK
+
+
 def cmd_db(container: Container, args: argparse.Namespace) -> int:
     from storage.migrate import current_revision, head_revision, upgrade_to_head
 
@@ -310,6 +421,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="the models in the registry")
     p.set_defaults(handler=cmd_models)
 
+    p = sub.add_parser("queue", help="waiting and running jobs, with position, progress and ETA",
+                       description="The shared job queue: workers, then running jobs, then waiting ones in the "
+                                   "order they will start (POS 1 is next).")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_queue)
+
+    p = sub.add_parser("cancel", help="cancel a job: a waiting one is dropped, a running one stops",
+                       description="Cancel a job by id (shown by `brushwork queue`). A waiting job is removed; a "
+                                   "running one stops at its next step, in whichever process runs it.")
+    p.add_argument("job", metavar="JOB", help="job id, e.g. k3x9fq2a")
+    p.set_defaults(handler=cmd_cancel)
+
     p = sub.add_parser("db", help="database maintenance")
     db_sub = p.add_subparsers(dest="db_command", metavar="ACTION", parser_class=_Parser, required=True)
     db_sub.add_parser("upgrade", help="upgrade the schema to the newest revision")
@@ -337,7 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(container, args)
     except BrushworkError as exc:
         print(f"brushwork: {exc.message()}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_INTERNAL if exc.code in FAILURE_CODES else EXIT_USAGE
     except UsageError as exc:
         print(f"brushwork: {exc}", file=sys.stderr)
         return EXIT_USAGE

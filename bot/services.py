@@ -9,7 +9,9 @@ Every action is split in two so the job queue can sit in between:
   row.  This is what a GPU worker does.
 
 A :class:`GenerationPlan` is a plain value with ``to_dict``/``from_dict`` so it can be
-stored with a job and executed after a restart.
+stored with a job and executed after a restart.  The command line (and the bot) submit
+plans to the job queue (``bot/jobs.py``), whose runner executes them in batches with the
+helpers at the end of this module; :meth:`ImageService.execute` runs one plan directly.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ if TYPE_CHECKING:  # the engine pulls in torch: only the worker needs it
     from PIL import Image
 
     from generation.engine import Engine, StepInfo
+    from generation.engine import GeneratedImage as EngineImage
     from generation.models import ModelRegistry
 
 
@@ -290,35 +293,50 @@ class ImageService:
                                     should_abort=should_abort)
         saved: list[SavedImage] = []
         for index, image in enumerate(generated):
-            data = png_bytes(image.image, request=image.request, model_hash=image.model_hash,
-                             lora_hashes=image.lora_hashes, version=VERSION)
-            relation = ImageRelation(plan.relation.value) if plan.relation and plan.parent_public_id else None
-            new = NewImage(
-                owner_id=scope.user_id,
-                guild_id=scope.guild_id,
-                channel_id=channel_id,
-                prompt=image.request.prompt,
-                negative_prompt=image.request.negative_prompt,
-                seed=image.request.seed,
-                steps=image.request.steps,
-                cfg=image.request.cfg,
-                sampler=image.request.sampler,
-                width=image.image.width,
-                height=image.image.height,
-                model=image.request.model,
-                model_hash=image.model_hash,
-                lora_hashes=dict(image.lora_hashes),
-                request=image.request.to_dict(),
-                canonical=image.request.render(),
-                batch_index=index,
-                parent_public_id=plan.parent_public_id if relation else None,
-                relation=relation,
-                job_public_id=job_public_id,
-            )
+            data = encode_png(image)
+            new = new_image_row(plan, image, index, owner_id=scope.user_id, guild_id=scope.guild_id,
+                                channel_id=channel_id, job_public_id=job_public_id)
             record = save_image(self._uow, self._store, data, new)
             saved.append(SavedImage(record=record, path=self._store.absolute(record.file_path),
                                     request=image.request))
         return saved
+
+
+# ---------------------------------------------------------------------- shared with the queue's runner
+
+
+def encode_png(image: EngineImage) -> bytes:
+    """The PNG of a generated image, with its recipe (A1111 infotext and the Brushwork chunk)."""
+    return png_bytes(image.image, request=image.request, model_hash=image.model_hash,
+                     lora_hashes=image.lora_hashes, version=VERSION)
+
+
+def new_image_row(plan: GenerationPlan, image: EngineImage, index: int, *, owner_id: int, guild_id: int | None,
+                  channel_id: int | None = None, job_public_id: str | None = None) -> NewImage:
+    """The row describing image ``index`` of a plan's result (its own single-image request)."""
+    relation = ImageRelation(plan.relation.value) if plan.relation and plan.parent_public_id else None
+    return NewImage(
+        owner_id=owner_id,
+        guild_id=guild_id,
+        channel_id=channel_id,
+        prompt=image.request.prompt,
+        negative_prompt=image.request.negative_prompt,
+        seed=image.request.seed,
+        steps=image.request.steps,
+        cfg=image.request.cfg,
+        sampler=image.request.sampler,
+        width=image.image.width,
+        height=image.image.height,
+        model=image.request.model,
+        model_hash=image.model_hash,
+        lora_hashes=dict(image.lora_hashes),
+        request=image.request.to_dict(),
+        canonical=image.request.render(),
+        batch_index=index,
+        parent_public_id=plan.parent_public_id if relation else None,
+        relation=relation,
+        job_public_id=job_public_id,
+    )
 
 
 def _single(request: Request) -> Request:
@@ -338,6 +356,8 @@ def _load_rgb(path: Path):
 
 __all__ = [
     "GenerationPlan",
+    "encode_png",
+    "new_image_row",
     "ImageDetails",
     "ImageService",
     "ParentImage",

@@ -77,6 +77,23 @@ class Settings(BaseSettings):
     dtype: Literal["float16", "bfloat16", "float32"] | None = Field(
         default=None, description="weights precision; fp16 on CUDA, fp32 on CPU by default")
     max_loaded_models: int = Field(default=1, ge=1, le=16)
+    max_model_memory_gb: float | None = Field(
+        default=None, gt=0, description="also bound the loaded models by their weights' size (GiB)")
+    # -- the job queue --
+    queue_max_per_user: int | None = Field(default=5, ge=1, description="jobs one user may have waiting")
+    queue_max_per_guild: int | None = Field(default=50, ge=1, description="jobs one server may have waiting")
+    queue_max_total: int | None = Field(default=1000, ge=1, description="jobs that may wait in all")
+    queue_daily_images: int | None = Field(default=None, ge=1, description="images per server per UTC day")
+    queue_daily_gpu_seconds: float | None = Field(default=None, gt=0,
+                                                  description="GPU-seconds per server per UTC day")
+    queue_max_batch_images: int = Field(default=8, ge=1, le=64, description="images in one pipeline call")
+    queue_batch_megapixels: float | None = Field(
+        default=None, gt=0, description="output megapixels in one pipeline call; automatic from GPU memory")
+    queue_hang_timeout_s: float = Field(default=600.0, gt=0,
+                                        description="a worker silent this long is reported as hung")
+    queue_devices: list[str] = Field(default_factory=list,
+                                     description="one worker per device, e.g. [\"cuda:0\", \"cuda:1\"]; "
+                                                 "default: one on `device`")
     discord_token: SecretStr | None = Field(default=None, description="the bot's token (brushwork run)")
     log_level: str = Field(default="INFO")
 

@@ -61,3 +61,19 @@ class Cancelled(BrushworkError):
     """A running generation was asked to stop."""
 
     code = "job.cancelled"
+
+
+class OutOfMemoryError(BrushworkError, MemoryError):
+    """The accelerator ran out of memory for this call (its memory was handed back).
+
+    The engine raises it in place of ``torch.OutOfMemoryError``; the job queue retries with
+    fewer images per call, then with VAE tiling, before failing the job with it.
+    """
+
+    code = "engine.out_of_memory"
+
+
+class QueueError(BrushworkError):
+    """The job queue refused or cannot find a job (full queue, quota, unknown id…)."""
+
+    code = "queue.error"

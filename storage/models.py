@@ -8,18 +8,22 @@ Conventions that the migrations rely on:
 - Discord snowflakes are ``BigInteger``; surrogate keys are ``BigInteger`` except on SQLite,
   where only ``INTEGER PRIMARY KEY`` is the auto-incrementing rowid.
 
+The job queue (migration 0002) adds to ``jobs`` what claiming, batching, quotas and
+cancelling need, plus ``workers`` (heartbeats) and ``guild_usage`` (daily quotas).
 LoRAs and datasets arrive in a later migration, with their own tables.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     Dialect,
     Float,
@@ -45,6 +49,8 @@ NAMING_CONVENTION = {
 IMAGE_RELATIONS = ("reroll", "tweak", "upscale", "vary")
 JOB_KINDS = ("generate", "reroll", "tweak", "upscale", "vary", "train")
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
+JOB_CLASSES = ("interactive", "long")
+WORKER_STATES = ("idle", "busy", "hung", "stopped")
 
 
 def utcnow() -> datetime:
@@ -101,7 +107,13 @@ class Base(DeclarativeBase):
 
 
 class Job(Base):
-    """A unit of GPU work; rich enough for the durable queue (claiming, retries, heartbeats)."""
+    """A unit of GPU work in the durable queue.
+
+    A worker *claims* a queued job (status running, ``worker_id`` set, ``attempts`` + 1) with
+    a conditional update; finishing is conditional on the same worker and attempt, so a job
+    re-queued after its worker was presumed dead can never record two results.
+    ``cancel_requested`` asks the owning worker (maybe in another process) to stop it.
+    """
 
     __tablename__ = "jobs"
     __table_args__ = (
@@ -109,6 +121,8 @@ class Job(Base):
         CheckConstraint(_in("status", JOB_STATUSES), name="status"),
         CheckConstraint("attempts >= 0", name="attempts"),
         CheckConstraint("max_attempts >= 1", name="max_attempts"),
+        CheckConstraint(_in("job_class", JOB_CLASSES), name="job_class"),
+        CheckConstraint("images >= 1", name="images"),
         Index("ix_jobs_status_priority_created_at", "status", "priority", "created_at"),
         Index("ix_jobs_owner_id_status", "owner_id", "status"),
         Index("ix_jobs_guild_id_created_at", "guild_id", "created_at"),
@@ -132,8 +146,19 @@ class Job(Base):
     gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)  # recent usage (0002)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # -- the queue (0002) --
+    job_class: Mapped[str] = mapped_column(String(16), default="interactive")
+    batch_key: Mapped[str | None] = mapped_column(String(64))  # equal keys may share one pipeline call
+    images: Mapped[int] = mapped_column(Integer, default=1)  # quota and batch-size accounting
+    work: Mapped[float] = mapped_column(Float, default=0.0)  # estimated size (megapixel-steps)
+    cost_group: Mapped[str] = mapped_column(String(255), default="")  # jobs with alike step times (model)
+    worker_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    checkpoint: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # a long job's state between chunks
+    error_code: Mapped[str | None] = mapped_column(String(64))  # catalogue code: the bot localizes it
+    error_params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class Image(Base):
@@ -185,6 +210,38 @@ Image.parent_public_id = column_property(
     select(_parent.public_id).where(_parent.id == Image.parent_id).scalar_subquery()
 )
 Image.job_public_id = column_property(select(Job.public_id).where(Job.id == Image.job_id).scalar_subquery())
+
+
+class Worker(Base):
+    """A queue worker's heartbeat: alive, busy, hung or stopped; what it runs; its step times."""
+
+    __tablename__ = "workers"
+    __table_args__ = (CheckConstraint(_in("state", WORKER_STATES), name="state"),)
+
+    worker_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    device: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    running: Mapped[list[str]] = mapped_column(JSON, default=list)
+    stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class GuildUsage(Base):
+    """Images made and GPU-seconds used by a server on one UTC day (daily quotas)."""
+
+    __tablename__ = "guild_usage"
+    __table_args__ = (
+        CheckConstraint("images >= 0", name="images"),
+        CheckConstraint("gpu_seconds >= 0", name="gpu_seconds"),
+    )
+
+    guild_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    images: Mapped[int] = mapped_column(Integer, default=0)
+    gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class UserSettings(Base):

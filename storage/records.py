@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -33,6 +33,20 @@ class JobKind(StrEnum):
     UPSCALE = "upscale"
     VARY = "vary"
     TRAIN = "train"
+
+
+class JobClass(StrEnum):
+    """Interactive jobs go before long ones (training), which run in chunks."""
+
+    INTERACTIVE = "interactive"
+    LONG = "long"
+
+
+class WorkerState(StrEnum):
+    IDLE = "idle"
+    BUSY = "busy"
+    HUNG = "hung"
+    STOPPED = "stopped"
 
 
 class JobStatus(StrEnum):
@@ -171,11 +185,21 @@ class NewJob:
     priority: int = 0
     max_attempts: int = 3
     reply_ref: Mapping[str, Any] | None = None
+    job_class: JobClass = JobClass.INTERACTIVE
+    batch_key: str | None = None
+    images: int = 1
+    work: float = 0.0
+    cost_group: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", coerce_enum(JobKind, self.kind, "kind"))
+        object.__setattr__(self, "job_class", coerce_enum(JobClass, self.job_class, "job_class"))
         if self.max_attempts < 1:
             raise InvalidValue("max_attempts", self.max_attempts, "1 or more")
+        if self.images < 1:
+            raise InvalidValue("images", self.images, "1 or more")
+        if self.batch_key is not None and len(self.batch_key) > 64:
+            raise InvalidValue("batch_key", self.batch_key, "at most 64 characters (a digest)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +224,66 @@ class JobRecord:
     started_at: datetime | None
     finished_at: datetime | None
     heartbeat_at: datetime | None
+    job_class: JobClass = JobClass.INTERACTIVE
+    batch_key: str | None = None
+    images: int = 1
+    work: float = 0.0
+    cost_group: str = ""
+    worker_id: str | None = None
+    cancel_requested: bool = False
+    checkpoint: dict[str, Any] | None = None
+    error_code: str | None = None
+    error_params: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobCounts:
+    """Queued or running jobs: the user's, the server's, everyone's; the server's images."""
+
+    user: int = 0
+    guild: int = 0
+    total: int = 0
+    guild_images: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecovery:
+    """What :meth:`JobRepository.recover` did with jobs whose worker is gone."""
+
+    requeued: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
+    cancelled: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedUsage:
+    """GPU time of a finished job (rebuilds the queue's fair-share memory after a restart)."""
+
+    owner_id: int
+    guild_id: int | None
+    gpu_seconds: float
+    finished_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    worker_id: str
+    device: str
+    host: str
+    pid: int
+    state: WorkerState
+    running: list[str]
+    stats: dict[str, Any]
+    started_at: datetime
+    heartbeat_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    guild_id: int
+    day: date
+    images: int = 0
+    gpu_seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,28 +7,35 @@ A row the scope may not see raises :class:`NotFound` exactly as a missing row do
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import date, datetime
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, and_, or_, select, true, update
+from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, true, update
 from sqlalchemy.orm import Session
 
 from storage.errors import IdsExhausted, InvalidValue, NotFound, PermissionDenied, StaleState
 from storage.files import StoredFile
 from storage.ids import new_public_id
-from storage.models import GuildSettings, Image, Job, UserSettings, utcnow
+from storage.models import GuildSettings, GuildUsage, Image, Job, UserSettings, Worker, utcnow
 from storage.records import (
+    FinishedUsage,
     GuildSettingsRecord,
     ImageRecord,
     ImageRelation,
+    JobClass,
+    JobCounts,
     JobKind,
     JobRecord,
+    JobRecovery,
     JobStatus,
     NewImage,
     NewJob,
     Scope,
+    UsageRecord,
     UserSettingsRecord,
+    WorkerRecord,
+    WorkerState,
     coerce_enum,
 )
 
@@ -307,8 +314,21 @@ def _job_record(row: Job) -> JobRecord:
         started_at=row.started_at,
         finished_at=row.finished_at,
         heartbeat_at=row.heartbeat_at,
+        job_class=JobClass(row.job_class),
+        batch_key=row.batch_key,
+        images=row.images,
+        work=row.work,
+        cost_group=row.cost_group,
+        worker_id=row.worker_id,
+        cancel_requested=bool(row.cancel_requested),
+        checkpoint=dict(row.checkpoint) if row.checkpoint is not None else None,
+        error_code=row.error_code,
+        error_params=dict(row.error_params) if row.error_params is not None else None,
     )
 
+
+#: Statuses of jobs that still count against queue limits.
+ACTIVE_STATUSES = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 
 #: Job fields that ``JobRepository.update`` may change, each with a converter.
 _JOB_UPDATABLE: dict[str, Callable[[Any], Any]] = {
@@ -328,7 +348,13 @@ _JOB_UPDATABLE: dict[str, Callable[[Any], Any]] = {
 
 
 class JobRepository:
-    """Jobs as rows.  The queue (a later issue) builds claiming and retries on ``update``."""
+    """Jobs as rows, and the queue's state changes on them.
+
+    Every change a concurrent writer could race is one conditional ``UPDATE``: claiming
+    (only a queued job), finishing and re-queueing (only by the worker and attempt that
+    claimed it), cancelling (queued → cancelled, else a flag on a running job).  So several
+    processes can share the table, and a job never records two results.
+    """
 
     def __init__(self, session: Session, *, new_id: Callable[[], str] = new_public_id) -> None:
         self._session = session
@@ -347,6 +373,11 @@ class JobRepository:
             request=dict(new.request),
             max_attempts=new.max_attempts,
             reply_ref=dict(new.reply_ref) if new.reply_ref is not None else None,
+            job_class=new.job_class.value,
+            batch_key=new.batch_key,
+            images=new.images,
+            work=float(new.work),
+            cost_group=new.cost_group,
         )
         self._session.add(row)
         self._session.flush()
@@ -419,6 +450,318 @@ class JobRepository:
             if self._session.scalar(select(Job.id).where(Job.public_id == candidate)) is None:
                 return candidate
         raise IdsExhausted("job", attempts)
+
+    # -- the queue ---------------------------------------------------------------------
+    def counts(self, owner_id: int, guild_id: int | None) -> JobCounts:
+        """Queued and running jobs of the user, of the server, of everyone.
+
+        One round trip of three sub-queries, each answered from its own index (status; owner
+        and status; server), so admission stays cheap with thousands of jobs waiting.
+        """
+        active = Job.status.in_(ACTIVE_STATUSES)
+        total = select(func.count()).select_from(Job).where(active).scalar_subquery()
+        user = select(func.count()).select_from(Job).where(Job.owner_id == owner_id, active).scalar_subquery()
+        columns = [total, user]
+        if guild_id is not None:
+            in_guild = select(func.count(), func.coalesce(func.sum(Job.images), 0)).where(Job.guild_id == guild_id,
+                                                                                       active).subquery()
+            columns += [select(in_guild.c[0]).scalar_subquery(), select(in_guild.c[1]).scalar_subquery()]
+        row = self._session.execute(select(*columns)).one()
+        guild, images = (int(row[2]), int(row[3])) if guild_id is not None else (0, 0)
+        return JobCounts(user=int(row[1]), guild=guild, total=int(row[0]), guild_images=images)
+
+    def queued(self, after_id: int = 0) -> list[JobRecord]:
+        """Queued jobs with an internal id above ``after_id``, oldest first."""
+        query = select(Job).where(Job.status == JobStatus.QUEUED.value, Job.id > after_id).order_by(Job.id)
+        return [_job_record(row) for row in self._session.scalars(query)]
+
+    def active(self) -> list[JobRecord]:
+        """Queued and running jobs, oldest first."""
+        query = select(Job).where(Job.status.in_(ACTIVE_STATUSES)).order_by(Job.id)
+        return [_job_record(row) for row in self._session.scalars(query)]
+
+    def claim(self, public_ids: Sequence[str], worker_id: str, *, now: datetime | None = None) -> list[JobRecord]:
+        """Queued → running for each job that is still queued; returns the ones taken."""
+        if not public_ids:
+            return []
+        now = now or utcnow()
+        self._session.execute(
+            update(Job)
+            .where(Job.public_id.in_(list(public_ids)), Job.status == JobStatus.QUEUED.value)
+            .values(status=JobStatus.RUNNING.value, worker_id=worker_id, attempts=Job.attempts + 1,
+                    started_at=now, heartbeat_at=now, progress=0.0, cancel_requested=False)
+            .execution_options(synchronize_session=False)
+        )
+        query = select(Job).where(Job.public_id.in_(list(public_ids)), Job.status == JobStatus.RUNNING.value,
+                                  Job.worker_id == worker_id, Job.started_at == now)
+        rows = self._session.scalars(query.execution_options(populate_existing=True))
+        return sorted((_job_record(row) for row in rows), key=lambda record: list(public_ids).index(record.public_id))
+
+    def save_progress(self, progress: Mapping[str, float], *, now: datetime | None = None) -> None:
+        """Progress (0–1) of running jobs; also their heartbeat."""
+        now = now or utcnow()
+        for public_id, fraction in progress.items():
+            self._session.execute(
+                update(Job)
+                .where(Job.public_id == public_id, Job.status == JobStatus.RUNNING.value)
+                .values(progress=float(fraction), heartbeat_at=now)
+                .execution_options(synchronize_session=False)
+            )
+
+    def cancel_requested(self, public_ids: Iterable[str]) -> set[str]:
+        """Which of these jobs someone asked to cancel (or that are cancelled already)."""
+        ids = list(public_ids)
+        if not ids:
+            return set()
+        query = select(Job.public_id).where(
+            Job.public_id.in_(ids), or_(Job.cancel_requested.is_(True), Job.status == JobStatus.CANCELLED.value))
+        return set(self._session.scalars(query))
+
+    def request_cancel(self, public_id: str, *, now: datetime | None = None) -> JobStatus | None:
+        """Queued → cancelled at once; running → ``cancel_requested`` for its worker.
+
+        Returns the status afterwards (CANCELLED, RUNNING, or the finished state it already
+        had); None when there is no such job.
+        """
+        now = now or utcnow()
+        result = self._session.execute(
+            update(Job).where(Job.public_id == public_id, Job.status == JobStatus.QUEUED.value)
+            .values(status=JobStatus.CANCELLED.value, finished_at=now)
+            .execution_options(synchronize_session=False))
+        if result.rowcount:
+            return JobStatus.CANCELLED
+        self._session.execute(
+            update(Job).where(Job.public_id == public_id, Job.status == JobStatus.RUNNING.value)
+            .values(cancel_requested=True)
+            .execution_options(synchronize_session=False))
+        status = self._session.scalar(select(Job.status).where(Job.public_id == public_id))
+        return JobStatus(status) if status is not None else None
+
+    def _claimed_by(self, public_id: str, worker_id: str, attempt: int):
+        return update(Job).where(Job.public_id == public_id, Job.status == JobStatus.RUNNING.value,
+                                 Job.worker_id == worker_id, Job.attempts == attempt)
+
+    def _stale(self, public_id: str, worker_id: str, attempt: int) -> StaleState:
+        row = self._session.execute(
+            select(Job.status, Job.worker_id, Job.attempts).where(Job.public_id == public_id)).one_or_none()
+        if row is None:
+            raise NotFound("job", public_id)
+        return StaleState("job", public_id, f"running (worker {worker_id}, attempt {attempt})",
+                          f"{row.status} (worker {row.worker_id}, attempt {row.attempts})")
+
+    def finish(
+        self,
+        public_id: str,
+        *,
+        worker_id: str,
+        attempt: int,
+        status: JobStatus | str,
+        gpu_seconds: float = 0.0,
+        result_image_ids: Sequence[str] | None = None,
+        error: str | None = None,
+        error_code: str | None = None,
+        error_params: Mapping[str, Any] | None = None,
+        now: datetime | None = None,
+    ) -> JobRecord:
+        """End a claimed job (done, failed or cancelled), only if that claim still holds.
+
+        Raises :class:`StaleState` when the job was taken over (re-queued after its worker
+        was presumed dead, or claimed again): nothing changes then.
+        """
+        final = coerce_enum(JobStatus, status, "status")
+        if not final.finished:
+            raise InvalidValue("status", final.value, "done, failed or cancelled")
+        values: dict[str, Any] = {"status": final.value, "finished_at": now or utcnow(),
+                                  "gpu_seconds": Job.gpu_seconds + float(gpu_seconds)}
+        if final is JobStatus.DONE:
+            values["progress"] = 1.0
+        if result_image_ids is not None:
+            values["result_image_ids"] = [str(item) for item in result_image_ids]
+        if error_code is not None:
+            values.update(error=error, error_code=error_code, error_params=dict(error_params or {}))
+        result = self._session.execute(self._claimed_by(public_id, worker_id, attempt).values(**values)
+                                       .execution_options(synchronize_session=False))
+        if not result.rowcount:
+            raise self._stale(public_id, worker_id, attempt)
+        return self._reload(public_id)
+
+    def requeue(
+        self,
+        public_id: str,
+        *,
+        worker_id: str,
+        attempt: int,
+        refund_attempt: bool,
+        gpu_seconds: float = 0.0,
+        checkpoint: Mapping[str, Any] | None = None,
+    ) -> JobRecord:
+        """Running → queued again by the worker holding it (a chunk done, a shutdown).
+
+        ``refund_attempt``: the run was interrupted on purpose, so it does not count
+        towards ``max_attempts``.  A ``checkpoint`` replaces the stored one.
+        """
+        values: dict[str, Any] = {
+            "status": JobStatus.QUEUED.value, "worker_id": None, "progress": 0.0,
+            "attempts": Job.attempts - 1 if refund_attempt else Job.attempts,
+            "gpu_seconds": Job.gpu_seconds + float(gpu_seconds),
+        }
+        if checkpoint is not None:
+            values["checkpoint"] = dict(checkpoint)
+        result = self._session.execute(self._claimed_by(public_id, worker_id, attempt).values(**values)
+                                       .execution_options(synchronize_session=False))
+        if not result.rowcount:
+            raise self._stale(public_id, worker_id, attempt)
+        return self._reload(public_id)
+
+    def recover(self, alive: Callable[[str | None], bool], *, crashed_error: str = "",
+                now: datetime | None = None) -> JobRecovery:
+        """Jobs left running by a worker that is not ``alive``: re-queued, or failed with
+        ``queue.crashed`` once ``max_attempts`` runs were interrupted, or cancelled when
+        that had been asked.  Each change is conditional on what was read, so a worker
+        finishing at the same moment wins cleanly."""
+        now = now or utcnow()
+        rows = self._session.execute(
+            select(Job.public_id, Job.worker_id, Job.attempts, Job.max_attempts, Job.cancel_requested)
+            .where(Job.status == JobStatus.RUNNING.value)).all()
+        requeued, failed, cancelled = [], [], []
+        for row in rows:
+            if alive(row.worker_id):
+                continue
+            same = update(Job).where(Job.public_id == row.public_id, Job.status == JobStatus.RUNNING.value,
+                                     Job.attempts == row.attempts,
+                                     Job.worker_id.is_(None) if row.worker_id is None else Job.worker_id == row.worker_id)
+            if row.cancel_requested:
+                values: dict[str, Any] = {"status": JobStatus.CANCELLED.value, "finished_at": now}
+                target = cancelled
+            elif row.attempts >= row.max_attempts:
+                values = {"status": JobStatus.FAILED.value, "finished_at": now, "error": crashed_error or None,
+                          "error_code": "queue.crashed", "error_params": {"attempts": row.attempts}}
+                target = failed
+            else:
+                values = {"status": JobStatus.QUEUED.value, "worker_id": None, "progress": 0.0}
+                target = requeued
+            result = self._session.execute(same.values(**values).execution_options(synchronize_session=False))
+            if result.rowcount:
+                target.append(row.public_id)
+        return JobRecovery(tuple(requeued), tuple(failed), tuple(cancelled))
+
+    def finished_usage(self, since: datetime) -> list[FinishedUsage]:
+        """GPU time of jobs finished since ``since`` (fair-share memory after a restart)."""
+        query = select(Job.owner_id, Job.guild_id, Job.gpu_seconds, Job.finished_at).where(
+            Job.finished_at >= since, Job.gpu_seconds > 0)
+        return [FinishedUsage(row.owner_id, row.guild_id, row.gpu_seconds, row.finished_at)
+                for row in self._session.execute(query)]
+
+    def _reload(self, public_id: str) -> JobRecord:
+        row = self._session.scalar(
+            select(Job).where(Job.public_id == public_id).execution_options(populate_existing=True))
+        if row is None:
+            raise NotFound("job", public_id)
+        return _job_record(row)
+
+
+def _worker_record(row: Worker) -> WorkerRecord:
+    return WorkerRecord(worker_id=row.worker_id, device=row.device, host=row.host, pid=row.pid,
+                        state=WorkerState(row.state), running=list(row.running), stats=dict(row.stats),
+                        started_at=row.started_at, heartbeat_at=row.heartbeat_at)
+
+
+class WorkerRepository:
+    """Queue workers' heartbeats (one row per worker, replaced at every beat)."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def beat(
+        self,
+        worker_id: str,
+        *,
+        device: str,
+        host: str,
+        pid: int,
+        state: WorkerState | str,
+        running: Iterable[str] = (),
+        stats: Mapping[str, Any] | None = None,
+        started_at: datetime | None = None,
+        now: datetime | None = None,
+    ) -> WorkerRecord:
+        now = now or utcnow()
+        row = self._session.get(Worker, worker_id)
+        if row is None:
+            row = Worker(worker_id=worker_id, started_at=started_at or now)
+            self._session.add(row)
+        row.device, row.host, row.pid = device, host, pid
+        row.state = coerce_enum(WorkerState, state, "state").value
+        row.running = [str(item) for item in running]
+        row.stats = dict(stats or {})
+        row.heartbeat_at = now
+        self._session.flush()
+        return _worker_record(row)
+
+    def all(self) -> list[WorkerRecord]:
+        return [_worker_record(row) for row in self._session.scalars(select(Worker).order_by(Worker.heartbeat_at))]
+
+    def prune(self, before: datetime) -> int:
+        """Forget workers silent since before ``before`` (they are long gone)."""
+        rows = list(self._session.scalars(select(Worker).where(Worker.heartbeat_at < before)))
+        for row in rows:
+            self._session.delete(row)
+        self._session.flush()
+        return len(rows)
+
+
+_UPSERTS: dict[str, Any] = {}
+
+
+def _usage_upsert(dialect: str) -> Any:
+    """``INSERT … ON CONFLICT DO UPDATE`` adding to a day's counters (SQLite, PostgreSQL);
+    built once per dialect — it runs with every finished job."""
+    if dialect not in ("sqlite", "postgresql"):
+        return None
+    if dialect not in _UPSERTS:
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        statement = insert(GuildUsage).values(
+            guild_id=bindparam("usage_guild"), day=bindparam("usage_day"), images=bindparam("usage_images"),
+            gpu_seconds=bindparam("usage_seconds"))
+        _UPSERTS[dialect] = statement.on_conflict_do_update(
+            index_elements=[GuildUsage.guild_id, GuildUsage.day],
+            set_={"images": GuildUsage.images + statement.excluded.images,
+                  "gpu_seconds": GuildUsage.gpu_seconds + statement.excluded.gpu_seconds})
+    return _UPSERTS[dialect]
+
+
+class UsageRepository:
+    """Per-server, per-UTC-day counters for daily quotas."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def get(self, guild_id: int, day: date) -> UsageRecord:
+        row = self._session.get(GuildUsage, (guild_id, day))
+        if row is None:
+            return UsageRecord(guild_id=guild_id, day=day)
+        return UsageRecord(guild_id=guild_id, day=day, images=row.images, gpu_seconds=row.gpu_seconds)
+
+    def add(self, guild_id: int, day: date, *, images: int = 0, gpu_seconds: float = 0.0) -> None:
+        """Add to the day's counters (an upsert: safe when two processes count at once)."""
+        if images < 0 or gpu_seconds < 0:
+            raise InvalidValue("usage", (images, gpu_seconds), "amounts of 0 or more")
+        dialect = self._session.get_bind().dialect.name
+        upsert = _usage_upsert(dialect)
+        if upsert is not None:
+            self._session.execute(upsert, {"usage_guild": guild_id, "usage_day": day, "usage_images": images,
+                                           "usage_seconds": float(gpu_seconds)})
+            return
+        row = self._session.get(GuildUsage, (guild_id, day))  # other databases: read, then write
+        if row is None:
+            self._session.add(GuildUsage(guild_id=guild_id, day=day, images=images, gpu_seconds=float(gpu_seconds)))
+        else:
+            row.images += images
+            row.gpu_seconds += float(gpu_seconds)
+        self._session.flush()
 
 
 def _user_record(row: UserSettings | None, user_id: int) -> UserSettingsRecord:

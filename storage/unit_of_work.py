@@ -15,13 +15,21 @@ from types import TracebackType
 
 from sqlalchemy.orm import Session
 
-from storage.repositories import ImageRepository, JobRepository, SettingsRepository
+from storage.repositories import (
+    ImageRepository,
+    JobRepository,
+    SettingsRepository,
+    UsageRepository,
+    WorkerRepository,
+)
 
 
 class UnitOfWork:
     images: ImageRepository
     jobs: JobRepository
     settings: SettingsRepository
+    workers: WorkerRepository
+    usage: UsageRepository
 
     def __init__(self, session_factory: Callable[[], Session]) -> None:
         self._session_factory = session_factory
@@ -34,6 +42,8 @@ class UnitOfWork:
         self.images = ImageRepository(self._session)
         self.jobs = JobRepository(self._session)
         self.settings = SettingsRepository(self._session)
+        self.workers = WorkerRepository(self._session)
+        self.usage = UsageRepository(self._session)
         return self
 
     def __exit__(
@@ -49,7 +59,7 @@ class UnitOfWork:
             session.rollback()  # no-op after a commit; discards anything not committed
         finally:
             session.close()
-            del self.images, self.jobs, self.settings
+            del self.images, self.jobs, self.settings, self.workers, self.usage
 
     def commit(self) -> None:
         self._require_session().commit()

@@ -1,6 +1,6 @@
 """The engine: runs resolved requests on diffusers pipelines (imports torch).
 
-* :mod:`~generation.engine.engine` — :class:`Engine`, :class:`StepInfo`, :class:`GeneratedImage`, :func:`batch_key`;
+* :mod:`~generation.engine.engine` — :class:`Engine`, :class:`StepInfo`, :class:`GeneratedImage` (``batch_key`` lives in :mod:`generation.batching`, torch-free);
 * :mod:`~generation.engine.schedulers` — A1111 sampler name → diffusers scheduler;
 * :mod:`~generation.engine.prompts` — weighted long-prompt encoding, clip skip, SDXL;
 * :mod:`~generation.engine.noise` — per-image CPU noise, variation seeds;
@@ -10,15 +10,8 @@
 
 from __future__ import annotations
 
-from generation.engine.engine import (
-    BATCH_FIELDS,
-    Engine,
-    GeneratedImage,
-    StepInfo,
-    Timings,
-    batch_key,
-    hires_steps_run,
-)
+from generation.batching import BATCH_FIELDS, batch_key, hires_steps_run
+from generation.engine.engine import Engine, GeneratedImage, StepInfo, Timings
 from generation.engine.loras import FolderLoraResolver, LoraResolver, ResolvedLora
 from generation.engine.schedulers import make_scheduler
 

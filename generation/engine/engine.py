@@ -28,6 +28,7 @@ from typing import Any, Literal
 import torch
 from PIL import Image
 
+from generation.batching import batch_key, hires_steps_run
 from generation.engine.loras import (
     LoraResolverLike,
     LoraStateCache,
@@ -40,9 +41,9 @@ from generation.engine.preview import latents_to_preview
 from generation.engine.prompts import EncodedPrompt, PromptEncoder
 from generation.engine.schedulers import make_scheduler
 from generation.engine.tiling import circular_padding
-from generation.errors import Cancelled, ModelError, RequestError
+from generation.errors import Cancelled, ModelError, OutOfMemoryError, RequestError
 from generation.models._quiet import quiet_libraries
-from generation.models.cache import ModelCache
+from generation.models.cache import ModelCache, free_accelerator_memory
 from generation.models.hashing import MODEL_HASH_LENGTH, FileHasher
 from generation.models.loading import (
     LoadedModel,
@@ -58,8 +59,6 @@ from generation.request import Request, hires_size
 
 Phase = Literal["base", "hires"]
 
-# Requests that differ in any of these cannot share a pipeline call.
-BATCH_FIELDS = ("model", "loras", "width", "height", "steps", "cfg", "sampler", "hires", "clip_skip", "tile")
 # Above this many output pixels the VAE decodes in tiles (a 2048² decode needs >10 GB otherwise).
 VAE_TILING_PIXELS = 1536 * 1536
 
@@ -69,6 +68,11 @@ class StepInfo:
     """Progress of one step.  ``preview()`` builds a thumbnail of the batch, only when called.
 
     Call ``preview`` from the callback (or soon after): it reads the step's latents.
+    ``preview(only=[i, …])`` shows only the images of those requests (positions in the list
+    given to :meth:`Engine.generate`) — the queue batches different users' jobs together,
+    and each must see only its own pictures; it returns None when none of them is in this
+    step (prompts of different lengths run as separate groups).  ``images`` lists the
+    requests this step is denoising.
     """
 
     phase: Phase
@@ -76,7 +80,8 @@ class StepInfo:
     total: int
     overall_step: int
     overall_total: int
-    preview: Callable[[], Image.Image] = field(repr=False, compare=False)
+    preview: Callable[..., Image.Image | None] = field(repr=False, compare=False)
+    images: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,38 +107,6 @@ class GeneratedImage:
     timings: Timings
 
 
-def batch_key(request: Request) -> tuple[tuple[str, Any], ...]:
-    """What must be equal for requests to run in one pipeline call (hashable, field-named).
-
-    Prompts, negative prompts, seeds and variation seeds may differ; everything that shapes
-    the call itself (model, LoRAs, size, steps, CFG, sampler, hires, clip skip, tiling) may not.
-    """
-    hires = request.hires
-    values: dict[str, Any] = {
-        "model": request.model,
-        "loras": tuple((ref.name.casefold(), float(ref.weight)) for ref in request.loras or ()),
-        "width": request.width,
-        "height": request.height,
-        "steps": request.steps,
-        "cfg": None if request.cfg is None else float(request.cfg),
-        "sampler": request.sampler,
-        "hires": None if hires is None else (float(hires.scale), hires.steps, hires.strength),
-        "clip_skip": request.clip_skip or 1,  # unset means 1: the last layer
-        "tile": bool(request.tile),
-    }
-    return tuple((name, values[name]) for name in BATCH_FIELDS)
-
-
-def hires_steps_run(request: Request) -> int:
-    """How many steps the hires pass really runs (diffusers' img2img: ``int(steps × strength)``)."""
-    hires = request.hires
-    if hires is None:
-        return 0
-    steps = hires.steps if hires.steps is not None else request.steps
-    strength = hires.strength if hires.strength is not None else 0.5
-    return min(int(steps * strength), steps)
-
-
 class Engine:
     """Runs generation requests on the models of a registry (see the module docstring)."""
 
@@ -147,6 +120,7 @@ class Engine:
         max_loaded_models: int = 1,
         lora_resolver: LoraResolverLike | None = None,
         vae_tiling: bool | None = None,
+        max_model_bytes: int | None = None,
     ) -> None:
         self.registry = registry
         self.device = resolve_device(device)
@@ -155,7 +129,9 @@ class Engine:
         self.hasher = FileHasher(cache_dir)
         self.lora_resolver = lora_resolver
         self.vae_tiling = vae_tiling  # None: automatic above VAE_TILING_PIXELS
-        self._models: ModelCache[str, LoadedModel] = ModelCache(max_loaded_models)
+        # Bounded by count, and by the weights' memory when max_model_bytes is given.
+        self._models: ModelCache[str, LoadedModel] = ModelCache(
+            max_loaded_models, max_bytes=max_model_bytes, size_of=model_bytes if max_model_bytes else None)
         self._lora_states = LoraStateCache()
         self._hashes: dict[str, str] = {}
         self._lock = threading.RLock()
@@ -209,6 +185,7 @@ class Engine:
         init_images: Sequence[Image.Image] | None = None,
         on_step: Callable[[StepInfo], None] | None = None,
         should_abort: Callable[[], bool] | None = None,
+        vae_tiling: bool | None = None,
     ) -> list[GeneratedImage]:
         """Generate one image per request, in one pipeline call (per pass).
 
@@ -216,7 +193,11 @@ class Engine:
         ``init_images`` (one per request) replace the base pass: they go straight into the
         hires pass, which is how an existing image is upscaled.  ``on_step`` is called once
         per step; ``should_abort`` is checked every step and raises
-        :class:`~generation.errors.Cancelled`.
+        :class:`~generation.errors.Cancelled`.  ``vae_tiling`` overrides the engine's setting
+        for this call (the queue's low-memory retry turns it on).
+
+        Running out of accelerator memory raises :class:`~generation.errors.OutOfMemoryError`
+        (memory already handed back), so a caller can retry with fewer images or tiling.
         """
         started = time.perf_counter()
         requests = list(requests)
@@ -229,12 +210,20 @@ class Engine:
             load_s = time.perf_counter() - load_started
             loras = [(resolve_lora(self.lora_resolver, ref.name), float(ref.weight)) for ref in first.loras or ()]
             model_hash = self.model_hash(first.model)
+            out_of_memory = False
             try:
-                images, parts = self._run(model, requests, init_images, loras, on_step, should_abort)
-            except BaseException:
+                images, parts = self._run(model, requests, init_images, loras, on_step, should_abort,
+                                          vae_tiling)
+            except BaseException as error:
                 if _has_lora_layers(model):  # cleanup failed: never serve a model with a LoRA left in it
                     self._models.evict(model.spec.name)
-                raise
+                if not _is_out_of_memory(error):
+                    raise
+                out_of_memory = True
+            if out_of_memory:
+                # Outside the except block: the traceback (and the step's tensors it holds) is gone.
+                free_accelerator_memory()
+                raise OutOfMemoryError("engine.out_of_memory", images=len(requests), device=str(self.device))
         timings = Timings(load_s=load_s, total_s=time.perf_counter() - started, **parts)
         lora_hashes = {ref.name: lora.short_hash for ref, (lora, _) in zip(first.loras or (), loras, strict=True)}
         return [GeneratedImage(image=image, request=request, model_hash=model_hash, lora_hashes=dict(lora_hashes),
@@ -243,12 +232,15 @@ class Engine:
 
     def _run(self, model: LoadedModel, requests: list[Request], init_images: Sequence[Image.Image] | None,
              loras: list[tuple[ResolvedLora, float]], on_step: Callable[[StepInfo], None] | None,
-             should_abort: Callable[[], bool] | None) -> tuple[list[Image.Image], dict[str, float]]:
+             should_abort: Callable[[], bool] | None,
+             tiling: bool | None) -> tuple[list[Image.Image], dict[str, float]]:
         first = requests[0]
         pipe = model.txt2img
         parts = {"encode_s": 0.0, "base_s": 0.0, "hires_s": 0.0}
         output_pixels = _pixels(first.output_size or first.size or (0, 0))
-        vae_tiling = self.vae_tiling if self.vae_tiling is not None else output_pixels > VAE_TILING_PIXELS
+        vae_tiling = tiling if tiling is not None else self.vae_tiling
+        if vae_tiling is None:
+            vae_tiling = output_pixels > VAE_TILING_PIXELS
         with (
             applied_loras(pipe, loras, self._lora_states),
             circular_padding(pipe.unet, pipe.vae, enabled=bool(first.tile)),
@@ -271,6 +263,7 @@ class Engine:
             for indices in groups.values():
                 sub = [requests[i] for i in indices]
                 embeds = [encoded[i] for i in indices]
+                progress.images = tuple(indices)
                 if init_images is None:
                     pass_started = time.perf_counter()
                     images = self._base_pass(model, sub, embeds, progress)
@@ -366,6 +359,26 @@ def _validate(requests: list[Request], init_images: Sequence[Image.Image] | None
                 raise TypeError(f"init_images must be PIL images, got {type(image).__name__}")
 
 
+def model_bytes(model: LoadedModel) -> int:
+    """Memory held by a loaded model's weights (parameters and buffers; img2img shares them)."""
+    seen: set[int] = set()
+    total = 0
+    for component in model.txt2img.components.values():
+        if isinstance(component, torch.nn.Module):
+            for tensor in (*component.parameters(), *component.buffers()):
+                if id(tensor) not in seen:
+                    seen.add(id(tensor))
+                    total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the RuntimeError other backends (MPS) raise for the same."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
 def _check_abort(should_abort: Callable[[], bool] | None) -> None:
     if should_abort is not None and should_abort():
         raise Cancelled("engine.cancelled")
@@ -443,16 +456,21 @@ class _Phase:
     def _emit(self, target: int, latents: torch.Tensor | None) -> None:
         progress = self.progress
         family = progress.family
+        images = progress.images
 
-        def preview() -> Image.Image:
+        def preview(only: Sequence[int] | None = None) -> Image.Image | None:
+            rows = list(range(len(images))) if only is None else [images.index(i) for i in only if i in images]
+            if not rows:
+                return None
             if latents is None:
                 return Image.new("RGB", (8, 8))
-            return latents_to_preview(latents, family)
+            return latents_to_preview(latents[rows], family)
 
         while self.emitted < target:
             self.emitted += 1
             progress.done += 1
-            progress.on_step(StepInfo(self.phase, self.emitted, self.total, progress.done, progress.total, preview))
+            progress.on_step(StepInfo(self.phase, self.emitted, self.total, progress.done, progress.total, preview,
+                                      images))
 
     def finish(self) -> None:
         if self.progress.on_step is not None and self.emitted < self.total:
@@ -467,6 +485,7 @@ class _Progress:
         self.family = family
         self.total = total
         self.done = 0
+        self.images: tuple[int, ...] = ()  # the requests of the group being denoised
 
     def phase(self, phase: Phase, total: int) -> _Phase:
         return _Phase(self, phase, total)
