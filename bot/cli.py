@@ -190,6 +190,36 @@ def cmd_vary(container: Container, args: argparse.Namespace) -> int:
     return _run_plan(container, container.images.plan_vary(args.image, _scope(), mode=mode), args)
 
 
+def cmd_compare(container: Container, args: argparse.Namespace) -> int:
+    """One seed, one or two parameters varied: one line per cell (id, values, seed, file), then
+    the labelled grid's path (``<out>/compare-<job>.png``, default ``$BRUSHWORK_HOME/comparisons``)."""
+    from bot.jobs import compare_submission
+    from bot.services import compare_grid
+
+    if (args.vary2 is None) != (args.values2 is None):
+        raise UsageError("--vary2 and --values2 go together, e.g. --vary2 steps --values2 \"10,20,30\"")
+    plan = container.images.plan_compare(" ".join(args.prompt), args.vary, args.values, _scope(),
+                                         vary2=args.vary2, values2=args.values2, model=args.model)
+    for note in plan.notes:
+        print(f"note: {note.message()}", file=sys.stderr)
+    progress = Progress(sys.stderr, enabled=args.progress if args.progress is not None else sys.stderr.isatty())
+    handle = container.queue.submit(compare_submission(plan, _scope()))
+    saved = _wait(container, handle, progress)
+    out = args.out if args.out is not None else container.settings.home / "comparisons"
+    out.mkdir(parents=True, exist_ok=True)
+    for item, (y_value, x_value) in zip(saved, plan.labels(), strict=True):
+        path = item.path
+        if args.out is not None:
+            path = out / f"{item.record.public_id}.png"
+            shutil.copyfile(item.path, path)
+        label = f"--{plan.x.flag} {x_value}" + (f" --{plan.y.flag} {y_value}" if plan.y is not None else "")
+        print(f"{item.record.public_id}\t{label}\tseed={item.record.seed}\t{path}")
+    grid_path = out / f"compare-{handle.job_id}.png"
+    grid_path.write_bytes(compare_grid(plan, [item.path for item in saved]))
+    print(f"grid\t{grid_path}")
+    return EXIT_OK
+
+
 def cmd_show(container: Container, args: argparse.Namespace) -> int:
     details = container.images.show(args.image, _scope())
     request = details.request
@@ -324,6 +354,37 @@ def cmd_cancel(container: Container, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_run(_container: Container | None, args: argparse.Namespace) -> int:
+    """The Discord bot, the database, the queue and its worker, in this process, until Ctrl-C."""
+    import asyncio
+
+    from bot.container import build_container
+    from bot.settings import load_settings
+
+    settings = load_settings(**({"home": args.home} if args.home else {}))
+    token = settings.discord_token.get_secret_value().strip() if settings.discord_token else ""
+    if not token:
+        raise UsageError("no Discord bot token: set BRUSHWORK_DISCORD_TOKEN (or discord_token in brushwork.toml) to "
+                         "the token of your application's bot (https://discord.com/developers/applications)")
+    import discord
+
+    from bot.discord_app.client import configure_logging, serve
+
+    configure_logging("DEBUG" if args.debug else settings.log_level, [token], replace=True)
+    container = build_container(settings)
+    try:
+        container.start_workers()
+        asyncio.run(serve(container, token, force_sync=args.sync))
+    except discord.LoginFailure:
+        raise UsageError("Discord refused the bot token (BRUSHWORK_DISCORD_TOKEN): copy it again from the "
+                         "Bot page of your application") from None
+    except KeyboardInterrupt:
+        log.info("stopped")
+    finally:
+        container.close()
+    return EXIT_OK
+
+
 def cmd_db(container: Container, args: argparse.Namespace) -> int:
     from storage.migrate import current_revision, head_revision, upgrade_to_head
 
@@ -404,6 +465,28 @@ def build_parser() -> argparse.ArgumentParser:
     add_output(p)
     p.set_defaults(handler=cmd_tweak)
 
+    p = sub.add_parser("compare", help="one seed, a parameter varied: a labelled X/Y grid",
+                       description="Draw the same prompt and seed once per value of one parameter (or of two: "
+                                   "rows and columns) and lay the images out in a labelled grid. Prints one "
+                                   "line per cell (id, values, seed, file), then the grid's path.",
+                       epilog='Example: brushwork compare "a lighthouse --seed 42" --vary cfg --values "3,7,12" '
+                              '--vary2 sampler --values2 "euler_a | DPM++ 2M Karras". Values are separated by '
+                              '"," (or "|" when a value contains commas); at most 8 per axis, 16 images in all.')
+    p.add_argument("prompt", nargs="+", help=flags_help)
+    p.add_argument("--vary", required=True, metavar="FLAG", help="the parameter of the columns: cfg, steps, "
+                   "sampler, seed, strength, hires-steps, clip-skip, lora, vary-strength…")
+    p.add_argument("--values", required=True, metavar="LIST", help='its values, e.g. "3,7,12"')
+    p.add_argument("--vary2", metavar="FLAG", help="the parameter of the rows (optional)")
+    p.add_argument("--values2", metavar="LIST", help="its values")
+    p.add_argument("--model", help="model to use (see `brushwork models`)")
+    p.add_argument("--out", type=Path, help="write the cells and the grid into this folder "
+                   "(default: the grid in $BRUSHWORK_HOME/comparisons)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--progress", dest="progress", action="store_true", default=None,
+                       help="show a progress bar even when stderr is not a terminal")
+    group.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(handler=cmd_compare)
+
     p = sub.add_parser("show", help="an image's settings, infotext and Python code",
                        description="Show the recipe of an image id or of a PNG file.")
     p.add_argument("image", metavar="IMAGE", help="image id or PNG file")
@@ -433,11 +516,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job", metavar="JOB", help="job id, e.g. k3x9fq2a")
     p.set_defaults(handler=cmd_cancel)
 
+    p = sub.add_parser("run", help="run the Discord bot (with the queue's worker) until Ctrl-C",
+                       description="Start the Discord bot with the token from BRUSHWORK_DISCORD_TOKEN (or the "
+                                   "settings file), the database, the job queue and its worker, in this process. "
+                                   "Application commands are synced only when they changed.")
+    p.add_argument("--sync", action="store_true", help="sync the application commands even if unchanged")
+    p.set_defaults(handler=cmd_run, needs_container=False)
+
     p = sub.add_parser("db", help="database maintenance")
     db_sub = p.add_subparsers(dest="db_command", metavar="ACTION", parser_class=_Parser, required=True)
     db_sub.add_parser("upgrade", help="upgrade the schema to the newest revision")
     db_sub.add_parser("current", help="show the schema revision")
     p.set_defaults(handler=cmd_db)
+
+    from bot.lora_cli import add_lora_commands  # brushwork lora …: datasets, training, export, import
+
+    add_lora_commands(sub)
     return parser
 
 

@@ -14,8 +14,11 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from bot.chat import ChatService
+from bot.lora_services import DatasetLimits, DatasetService, LoraLimits, LoraService
 from bot.services import ImageService
 from bot.settings import Settings
+from storage.assets import AssetStore
 from storage.db import create_engine, make_session_factory
 from storage.files import ImageStore
 from storage.migrate import upgrade_to_head
@@ -24,10 +27,13 @@ from storage.unit_of_work import UnitOfWork
 if TYPE_CHECKING:
     import sqlalchemy
 
+    from bot.history import HistoryService
     from bot.jobs import SqlJobStore
+    from bot.preferences import PreferencesService
     from generation.engine import Engine
     from generation.models import ModelRegistry
     from generation.queue import JobQueue, QueueLimits
+    from generation.safety import ImageClassifier
 
 
 def build_registry(settings: Settings) -> ModelRegistry:
@@ -57,19 +63,77 @@ class Container:
     store: ImageStore
     registry: ModelRegistry
     images: ImageService = field(init=False)
+    datasets: DatasetService = field(init=False)
+    loras: LoraService = field(init=False)
+    chat: ChatService = field(init=False)
     _engine: Engine | None = field(default=None, init=False)
     _engines: dict[str, Engine] = field(default_factory=dict, init=False)
     _queue: JobQueue | None = field(default=None, init=False)
     _guild_limits: dict[int, tuple[float, dict[str, Any]]] = field(default_factory=dict, init=False)
+    _classifier: ImageClassifier | None = field(default=None, init=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False)
 
     def __post_init__(self) -> None:
         self._sessions = make_session_factory(self.database)
         self.images = ImageService(registry=self.registry, engine=self.engine, uow_factory=self.unit_of_work,
-                                   store=self.store)
+                                   store=self.store, loras=lambda scope: self.loras.resolver_for(scope))
+        self._build_lora_services()
+        self.chat = ChatService(images=self.images, queue=lambda: self.queue, uow_factory=self.unit_of_work,
+                                registry=self.registry, lora_names=lambda scope: self.loras.resolver_for(scope).names(),
+                                classifier=lambda: self.classifier)
+        self._watch_settings()
+
+    def _watch_settings(self) -> None:
+        """Settings saved through this process's sessions (``/settings``, ``/server settings``…) drop
+        the chat service's cached copy when committed, so they apply to the next request at once."""
+        from sqlalchemy import event
+
+        def flushed(session: Any, _context: Any) -> None:
+            for row in (*session.new, *session.dirty):
+                table = getattr(type(row), "__tablename__", None)
+                if table == "guild_settings":
+                    session.info.setdefault("brushwork_settings", set()).add(("guild", row.guild_id))
+                elif table == "user_settings":
+                    session.info.setdefault("brushwork_settings", set()).add(("user", row.user_id))
+
+        def committed(session: Any) -> None:
+            for kind, key in session.info.pop("brushwork_settings", ()):
+                self.chat.forget_settings(**{f"{kind}_id": key})
+
+        def rolled_back(session: Any) -> None:
+            session.info.pop("brushwork_settings", None)
+
+        event.listen(self._sessions, "after_flush", flushed)
+        event.listen(self._sessions, "after_commit", committed)
+        event.listen(self._sessions, "after_rollback", rolled_back)
 
     def unit_of_work(self) -> UnitOfWork:
         return UnitOfWork(self._sessions)
+
+    # -- server LoRAs ----------------------------------------------------------------
+    def _build_lora_services(self) -> None:
+        s = self.settings
+        mb = 1024 * 1024
+        self.datasets = DatasetService(
+            uow_factory=self.unit_of_work, files=AssetStore(s.datasets_dir),
+            limits=DatasetLimits(max_datasets=s.dataset_max_per_guild, max_images=s.dataset_max_images,
+                                 max_bytes=int(s.dataset_max_mb_per_guild * mb),
+                                 max_image_bytes=int(s.dataset_max_image_mb * mb),
+                                 max_zip_bytes=int(s.dataset_max_zip_mb * mb)))
+        self.loras = LoraService(
+            uow_factory=self.unit_of_work, files=AssetStore(s.server_loras_dir), datasets=self.datasets,
+            registry=self.registry, engine=self.engine, queue=lambda: self.queue, folder=s.loras_dir,
+            training_dir=s.training_dir, cache_dir=s.cache_dir,
+            limits=LoraLimits(max_loras=s.lora_max_per_guild, max_import_bytes=int(s.lora_max_import_mb * mb),
+                              max_steps=s.training_max_steps, sample_every=s.training_sample_every))
+
+    def _training_runner(self, engine: Any) -> Any:
+        from bot.training_jobs import TrainingRunner
+
+        s = self.settings
+        return TrainingRunner(engine, uow_factory=self.unit_of_work, files=self.loras.files,
+                              training_dir=s.training_dir, chunk_seconds=s.training_chunk_seconds,
+                              chunk_steps=s.training_chunk_steps)
 
     def engine(self) -> Engine:
         with self._lock:
@@ -102,6 +166,17 @@ class Container:
             if device not in self._engines:
                 self._engines[device] = self._make_engine(device)
             return self._engines[device]
+
+    @property
+    def classifier(self) -> ImageClassifier:
+        """The image classifier of the safety policy: none unless ``classifier_model`` is set."""
+        with self._lock:
+            if self._classifier is None:
+                from generation.safety import NoClassifier, TransformersClassifier
+
+                model = self.settings.classifier_model
+                self._classifier = TransformersClassifier(model) if model else NoClassifier()
+            return self._classifier
 
     # -- the job queue ---------------------------------------------------------------
     @property
@@ -145,10 +220,32 @@ class Container:
                 self._guild_limits[guild_id] = cached
         return limits.merged(cached[1])
 
+    def forget_guild_limits(self, guild_id: int) -> None:
+        """Drop a server's cached limits: ``/server settings limits`` takes effect at once."""
+        with self._lock:
+            self._guild_limits.pop(guild_id, None)
+
+    # -- /settings, /server settings, /history, /queue (the secondary commands) ----------
+    @property
+    def preferences(self) -> PreferencesService:
+        """Users' defaults and servers' settings, checked (``bot/preferences.py``)."""
+        from bot.preferences import PreferencesService
+
+        return PreferencesService(uow_factory=self.unit_of_work, registry=self.registry,
+                                  operator_limits=self.default_limits, limits_changed=self.forget_guild_limits,
+                                  classifier_configured=lambda: bool(self.settings.classifier_model))
+
+    @property
+    def history(self) -> HistoryService:
+        from bot.history import HistoryService
+
+        return HistoryService(self.unit_of_work)
+
     def start_workers(self) -> JobQueue:
         """One worker thread per device (``queue_devices``, else the configured device), started
         after recovering what a crashed process left."""
         from bot.jobs import GenerationRunner
+        from bot.training_jobs import TRAIN_KIND, KindRouter
 
         queue = self.queue
         if queue.started:
@@ -159,6 +256,8 @@ class Container:
             # A provider, not an engine: torch and the model load in the worker thread.
             provider = (lambda device=device: self.engine_for(device)) if self.settings.queue_devices else self.engine
             runner = GenerationRunner(provider, batch_megapixels=self.settings.queue_batch_megapixels)
+            # LoRA training (long jobs, in chunks) on the same worker: bot/training_jobs.py
+            runner = KindRouter(runner, {TRAIN_KIND: self._training_runner(provider)})
             queue.add_worker(runner, device=str(device))
         queue.start()
         return queue
@@ -170,6 +269,9 @@ class Container:
 
 
 def build_container(settings: Settings, *, migrate: bool = True) -> Container:
+    from generation.i18n import register_catalogue
+
+    register_catalogue("bot")  # the outer layer's texts (bot/locales): the bot's and the services' errors
     settings.home.mkdir(parents=True, exist_ok=True)
     database = create_engine(settings.effective_database_url)
     if migrate:

@@ -27,8 +27,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot.services import GenerationPlan, SavedImage, encode_png, new_image_row
-from generation.batching import batch_key, work_units
+from bot.services import ComparePlan, GenerationPlan, SavedImage, encode_png, new_image_row
+from generation.batching import batch_key, hires_steps_run, work_units
 from generation.errors import BrushworkError
 from generation.queue import (
     Claim,
@@ -79,7 +79,10 @@ def plan_submission(plan: GenerationPlan, scope: Scope, *, channel_id: int | Non
     first = request.images()[0]
     from_image = plan.init_image_path is not None
     # Upscales start from a picture and cannot share a call with ones that do not.
-    key = json.dumps([batch_key(first), from_image], default=str, sort_keys=True)
+    key_parts: list[Any] = [batch_key(first), from_image]
+    if plan.loras:  # the files the names were resolved to: another server's `ink` never shares the call
+        key_parts.append([[lora.name.casefold(), lora.sha256] for lora in plan.loras])
+    key = json.dumps(key_parts, default=str, sort_keys=True)
     return Submission(
         kind=plan.kind,
         owner=scope.user_id,
@@ -98,6 +101,40 @@ def plan_submission(plan: GenerationPlan, scope: Scope, *, channel_id: int | Non
 
 def plan_of(spec: JobSpec) -> GenerationPlan:
     return GenerationPlan.from_dict(dict(spec.payload["plan"]))
+
+
+# -- comparisons: one job, several incompatible requests ------------------------------------
+
+#: The payload key of a comparison job (``{"compare": ComparePlan.to_dict()}``).  Its job kind
+#: stays ``generate`` (the jobs table's kinds are fixed by the schema); the payload tells them apart.
+COMPARE_KEY = "compare"
+
+
+def compare_submission(plan: ComparePlan, scope: Scope, *, channel_id: int | None = None,
+                       reply_ref: Mapping[str, Any] | None = None, priority: int = 0) -> Submission:
+    """The queue submission for a comparison: ONE job of ``len(cells)`` images that never shares
+    a run with other jobs (no batch key; its cells are grouped into pipeline calls by the runner)."""
+    requests = [cell.request for cell in plan.cells]
+    return Submission(
+        kind="generate",
+        owner=scope.user_id,
+        guild=scope.guild_id,
+        payload={COMPARE_KEY: plan.to_dict()},
+        job_class=JobClass.INTERACTIVE,
+        priority=priority,
+        batch_key=None,
+        images=len(requests),
+        work=sum(work_units(request) for request in requests),
+        cost_group=plan.base.model or "",
+        channel=channel_id,
+        reply_ref=reply_ref,
+    )
+
+
+def compare_of(payload: Mapping[str, Any]) -> ComparePlan | None:
+    """The comparison a job's payload holds, or None for any other job."""
+    data = payload.get(COMPARE_KEY)
+    return ComparePlan.from_dict(dict(data)) if data else None
 
 
 # ---------------------------------------------------------------------- the store
@@ -211,7 +248,13 @@ class SqlJobStore:
         with self._uow() as uow:
             return uow.jobs.cancel_requested(job_ids)
 
-    def complete(self, claim: Claim, output: Any, gpu_seconds: float) -> list[SavedImage]:
+    def complete(self, claim: Claim, output: Any, gpu_seconds: float) -> Any:
+        record = getattr(output, "record_completion", None)
+        if record is not None:  # a long job's own result (a trained LoRA) records itself with the job
+            try:
+                return record(self._uow, claim, gpu_seconds)
+            except StaleState:
+                raise LostClaim(claim.job_id) from None
         prepared: list[PreparedImage] = list(output)
         try:
             _job, records = save_job_images(
@@ -250,6 +293,8 @@ class SqlJobStore:
                 record = uow.jobs.requeue(claim.job_id, worker_id=claim.worker_id, attempt=claim.attempt,
                                           refund_attempt=refund_attempt, gpu_seconds=gpu_seconds,
                                           checkpoint=checkpoint)
+                if claim.spec.guild is not None and gpu_seconds > 0:  # a training chunk's GPU time counts today
+                    uow.usage.add(claim.spec.guild, datetime.now(UTC).date(), gpu_seconds=gpu_seconds)
                 uow.commit()
         except StaleState:
             raise LostClaim(claim.job_id) from None
@@ -273,10 +318,14 @@ class SqlJobStore:
         with self._uow() as uow:
             return [_snapshot(record) for record in uow.jobs.active()]
 
-    def result(self, job_id: str) -> list[SavedImage]:
+    def result(self, job_id: str) -> Any:
         operator = Scope.local_operator()
         with self._uow() as uow:
             job = uow.jobs.get(job_id, operator)
+            if job.kind.value == "train":  # its result is a LoRA, not images
+                from bot.training_jobs import training_result
+
+                return training_result(uow, job)
             records = [uow.images.get(public_id, operator, include_deleted=True) for public_id in job.result_image_ids]
         return [SavedImage(record=record, path=self._images.absolute(record.file_path),
                            request=Request.from_dict(record.request)) for record in records]
@@ -341,6 +390,8 @@ class GenerationRunner:
 
     def batch_limit(self, spec: JobSpec) -> int:
         """Images per run that fit this device's memory (megapixels of output per image)."""
+        if COMPARE_KEY in spec.payload:  # runs alone: its own cells, in calls the runner sizes
+            return max(1, spec.images)
         cached = self._limits.get(spec.batch_key)
         if cached is not None:
             return cached
@@ -365,6 +416,8 @@ class GenerationRunner:
         return self._batch_megapixels
 
     def run(self, jobs: Sequence[JobSpec], context: RunContext) -> dict[str, Outcome]:
+        if any(COMPARE_KEY in spec.payload for spec in jobs):
+            return self._run_with_comparisons(jobs, context)
         outcomes: dict[str, Outcome] = {}
         items: list[_Item] = []
         plans: dict[str, GenerationPlan] = {}
@@ -378,7 +431,8 @@ class GenerationRunner:
             items.extend(_Item(spec.job_id, index, request, init) for index, request in enumerate(plan.request.images()))
         if not items:
             return outcomes
-        generated = self._generate(items, context)
+        # One batch key means one set of LoRA files (their hashes are in the key): any plan's resolver serves.
+        generated = self._generate(items, context, plans[items[0].job_id].lora_resolver())
         by_job: dict[str, list[tuple[_Item, Any]]] = {}
         for item, image in zip(items, generated, strict=True):
             by_job.setdefault(item.job_id, []).append((item, image))
@@ -394,7 +448,7 @@ class GenerationRunner:
             outcomes[spec.job_id] = Finished(prepared)
         return outcomes
 
-    def _generate(self, items: list[_Item], context: RunContext) -> list[Any]:
+    def _generate(self, items: list[_Item], context: RunContext, lora_resolver: Any = None) -> list[Any]:
         """All items in as few engine calls as memory allows (one when it can)."""
         engine = self._engine()
         size = max(1, context.max_images_per_call)
@@ -405,8 +459,88 @@ class GenerationRunner:
             inits = [item.init for item in chunk] if chunk[0].init is not None else None
             results.extend(engine.generate([item.request for item in chunk], init_images=inits, on_step=on_step,
                                            should_abort=context.should_abort,
-                                           vae_tiling=True if context.low_memory else None))
+                                           vae_tiling=True if context.low_memory else None,
+                                           lora_resolver=lora_resolver))
         return results
+
+
+    # -- comparisons ---------------------------------------------------------------------
+    def _run_with_comparisons(self, jobs: Sequence[JobSpec], context: RunContext) -> dict[str, Outcome]:
+        """Comparisons never share a run (they have no batch key); if one ever does, each runs
+        on its own and the other jobs as usual."""
+        outcomes: dict[str, Outcome] = {}
+        others = [spec for spec in jobs if COMPARE_KEY not in spec.payload]
+        for spec in jobs:
+            if COMPARE_KEY in spec.payload:
+                outcome = self._run_compare(spec, context)
+                if outcome is not None:
+                    outcomes[spec.job_id] = outcome
+        if others:
+            outcomes.update(self.run(others, context))
+        return outcomes
+
+    def _run_compare(self, spec: JobSpec, context: RunContext) -> Outcome | None:
+        """A comparison's cells: those that can share a pipeline call (same ``batch_key`` and LoRA
+        files) in one call — fewer images per call if the OOM back-off asks — the others in
+        further calls, with progress over all of them.  None when the job was cancelled."""
+        try:
+            plan = compare_of(spec.payload)
+            assert plan is not None
+        except (BrushworkError, KeyError, TypeError, ValueError) as error:
+            detail = error if isinstance(error, BrushworkError) else BrushworkError(
+                "queue.internal", error=f"unreadable comparison: {error}")
+            return Failure(detail)
+        groups: dict[str, list[int]] = {}
+        for index, cell in enumerate(plan.cells):
+            key = [batch_key(cell.request), [[lora.name.casefold(), lora.sha256] for lora in cell.loras]]
+            groups.setdefault(json.dumps(key, default=str, sort_keys=True), []).append(index)
+        # As many images per call as this device's memory takes (the largest cell decides), and no
+        # more than the OOM back-off allows: the job has no batch key, so the worker cannot know.
+        pixels = max(w * h for w, h in (c.request.output_size or c.request.size or (512, 512) for c in plan.cells))
+        memory = max(1, int(self._budget() / max(pixels / 1e6, 1e-6)))
+        size = max(1, min(context.max_images_per_call, memory))
+        calls = [indices[start:start + size] for indices in groups.values() for start in range(0, len(indices), size)]
+        weights = [_steps_of(plan.cells[indices[0]].request) for indices in calls]
+        total = sum(weights)
+        engine = self._engine()
+        images: dict[int, Any] = {}
+        done = 0
+        for indices, weight in zip(calls, weights, strict=True):
+            first = plan.cells[indices[0]]
+            relay = _CompareProgress(context, done, weight, total)
+            generated = engine.generate([plan.cells[i].request for i in indices], on_step=relay,
+                                        should_abort=context.should_abort,
+                                        vae_tiling=True if context.low_memory else None,
+                                        lora_resolver=first.lora_resolver())
+            images.update(zip(indices, generated, strict=True))
+            done += weight
+        if context.is_cancelled(spec.job_id):
+            return None  # dropped, not encoded
+        prepared = []
+        for index, cell in enumerate(plan.cells):
+            image = images[index]
+            prepared.append(PreparedImage(data=encode_png(image), request=image.request,
+                                          new=new_image_row(cell, image, index, owner_id=spec.owner,
+                                                            guild_id=spec.guild, channel_id=spec.channel,
+                                                            job_public_id=spec.job_id)))
+        return Finished(prepared)
+
+
+def _steps_of(request: Request) -> int:
+    """Denoising steps one call of this request runs (base pass plus the hires pass)."""
+    return max(1, (request.steps or 1) + hires_steps_run(request))
+
+
+class _CompareProgress:
+    """One call of a comparison → the job's progress over all its calls (and its preview)."""
+
+    def __init__(self, context: RunContext, done: int, weight: int, total: int) -> None:
+        self._context, self._done, self._weight, self._total = context, done, weight, total
+
+    def __call__(self, info: StepInfo) -> None:
+        fraction = info.overall_step / max(1, info.overall_total)
+        step = min(self._done + round(fraction * self._weight), self._total)
+        self._context.report_progress(step, self._total, lambda _job_id: info.preview())
 
 
 class _ProgressRelay:
@@ -441,4 +575,5 @@ def _load_rgb(path: Path) -> Image.Image:
         raise BrushworkError("image.unreadable", path=str(path), reason=str(exc)) from None
 
 
-__all__ = ["GenerationRunner", "PreparedImage", "SqlJobStore", "plan_of", "plan_submission"]
+__all__ = ["COMPARE_KEY", "GenerationRunner", "PreparedImage", "SqlJobStore", "compare_of", "compare_submission",
+           "plan_of", "plan_submission"]

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from generation import operations
-from generation.errors import BrushworkError, ImageNotFound, MetadataError
+from generation.errors import BrushworkError, ImageNotFound, MetadataError, RequestError
 from generation.grammar import parse, parse_defaults
 from generation.metadata import png_bytes, read_recipe
 from generation.operations import Relation
@@ -38,6 +38,7 @@ from storage.unit_of_work import UnitOfWork
 if TYPE_CHECKING:  # the engine pulls in torch: only the worker needs it
     from PIL import Image
 
+    from generation.compare import Axis, Comparison
     from generation.engine import Engine, StepInfo
     from generation.engine import GeneratedImage as EngineImage
     from generation.models import ModelRegistry
@@ -62,14 +63,44 @@ class ParentImage:
 
 
 @dataclass(frozen=True, slots=True)
+class PlannedLora:
+    """A ``--lora`` name resolved, when the job was planned, for the scope that asked.
+
+    Two servers may both have an ``ink``; jobs from both may wait in one queue.  So the name
+    is turned into a file once, at plan time, by the caller's own resolver (the server's
+    LoRAs first, then the operator's folder: ``bot/lora_services.py``), and the runner
+    applies exactly that file.  ``name`` is as the request writes it (what the image's
+    metadata records, with ``short_hash``); ``sha256`` (of the file) goes into the batch key.
+    """
+
+    name: str
+    path: str  # absolute path of the .safetensors file
+    sha256: str
+    short_hash: str  # A1111's "Lora hashes" value (12 hex digits)
+    source: str = "folder"  # "server" (a server's or user's own) or "folder" (the operator's)
+    lora_id: str | None = None  # the server LoRA's public id
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "path": self.path, "sha256": self.sha256, "short_hash": self.short_hash,
+                "source": self.source, "lora_id": self.lora_id}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PlannedLora:
+        return cls(name=data["name"], path=data["path"], sha256=data["sha256"], short_hash=data["short_hash"],
+                   source=data.get("source", "folder"), lora_id=data.get("lora_id"))
+
+
+@dataclass(frozen=True, slots=True)
 class GenerationPlan:
-    """A checked, resolved piece of work: the request (``n`` images), its lineage, its notes."""
+    """A checked, resolved piece of work: the request (``n`` images), its lineage, its notes,
+    and the LoRA files its ``--lora`` names stand for (resolved for the caller's scope)."""
 
     request: Request
     relation: Relation | None = None
     parent_public_id: str | None = None
     init_image_path: str | None = None  # upscale: the parent's PNG is the base pass
     notes: tuple[Note, ...] = ()
+    loras: tuple[PlannedLora, ...] = ()
 
     @property
     def kind(self) -> str:
@@ -82,6 +113,7 @@ class GenerationPlan:
             "parent": self.parent_public_id,
             "init_image": self.init_image_path,
             "notes": [{"code": n.code, "params": n.params} for n in self.notes],
+            "loras": [lora.to_dict() for lora in self.loras],
         }
 
     @classmethod
@@ -92,7 +124,20 @@ class GenerationPlan:
             parent_public_id=data.get("parent"),
             init_image_path=data.get("init_image"),
             notes=tuple(Note(n["code"], dict(n.get("params") or {})) for n in data.get("notes", ())),
+            loras=tuple(PlannedLora.from_dict(item) for item in data.get("loras") or ()),
         )
+
+    def lora_resolver(self) -> Callable[[str], tuple[str, str]] | None:
+        """The engine's per-call resolver for this plan's LoRAs (None: the plan resolved none,
+        e.g. one stored before plan-time resolution existed; the engine's own resolver applies)."""
+        if not self.loras:
+            return None
+        files = {lora.name.casefold(): (lora.path, lora.short_hash) for lora in self.loras}
+
+        def resolve(name: str) -> tuple[str, str]:
+            return files[name.casefold()]  # KeyError: the engine reports an unknown LoRA
+
+        return resolve
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,11 +169,14 @@ class ImageService:
         engine: Callable[[], Engine],
         uow_factory: Callable[[], UnitOfWork],
         store: ImageStore,
+        loras: Callable[[Scope], Any] | None = None,
     ) -> None:
         self._registry = registry
         self._engine = engine  # a provider: torch loads on first use, not for `history`
         self._uow = uow_factory
         self._store = store
+        # scope -> its LoRA resolver (`LoraService.resolver_for`): `resolve(name) -> PlannedLora`
+        self._loras_for = loras
 
     # -- planning ------------------------------------------------------------------
     def plan_generate(
@@ -145,25 +193,41 @@ class ImageService:
         layers = list(defaults)
         if not layers:
             layers = self._stored_defaults(scope)
-        return self._resolve(request, defaults=layers)
+        return self._resolve(request, defaults=layers, scope=scope)
 
-    def plan_reroll(self, source: str, scope: Scope) -> GenerationPlan:
+    def plan_reroll(self, source: str, scope: Scope, *, n: int | None = None,
+                    chaos: int | None = None) -> GenerationPlan:
+        """Same settings, a new seed.  ``n``/``chaos``: reroll a whole batch (the bot's 🔁 on a
+        result of ``--n 4`` makes four new images from its first one's settings)."""
         parent = self.find_parent(source, scope)
-        return self._resolve(operations.reroll(parent.request), relation=Relation.REROLL, parent=parent)
+        request = operations.reroll(parent.request)
+        if n is not None or chaos is not None:
+            request = replace(request, n=n, chaos=chaos)
+        return self._resolve(request, relation=Relation.REROLL, parent=parent, scope=scope)
 
     def plan_tweak(self, source: str, changes: str | Request, scope: Scope) -> GenerationPlan:
         parent = self.find_parent(source, scope)
         overrides = parse(changes, allow_empty_prompt=True) if isinstance(changes, str) else changes
-        return self._resolve(operations.tweak(parent.request, overrides), relation=Relation.TWEAK, parent=parent)
+        return self._resolve(operations.tweak(parent.request, overrides), relation=Relation.TWEAK, parent=parent, scope=scope)
+
+    def plan_remix(self, source: str, text: str, scope: Scope) -> GenerationPlan:
+        """Remix (the bot's ✏️): ``text`` is the whole new request, prompt and flags as the user
+        edited them; the parent's seed is kept unless the text sets one (a tweak in which what
+        the box says is what you get: a flag deleted from it falls back to the defaults)."""
+        parent = self.find_parent(source, scope)
+        request = parse(text)
+        if request.seed is None:
+            request = request.with_seed(parent.request.seed)
+        return self._resolve(request, defaults=self._stored_defaults(scope), relation=Relation.TWEAK, parent=parent, scope=scope)
 
     def plan_upscale(self, source: str, scope: Scope, *, mode: str = "subtle") -> GenerationPlan:
         parent = self.find_parent(source, scope)
-        plan = self._resolve(operations.upscale(parent.request, mode), relation=Relation.UPSCALE, parent=parent)
+        plan = self._resolve(operations.upscale(parent.request, mode), relation=Relation.UPSCALE, parent=parent, scope=scope)
         return replace(plan, init_image_path=str(parent.path))
 
     def plan_vary(self, source: str, scope: Scope, *, mode: str = "subtle") -> GenerationPlan:
         parent = self.find_parent(source, scope)
-        return self._resolve(operations.vary(parent.request, mode), relation=Relation.VARY, parent=parent)
+        return self._resolve(operations.vary(parent.request, mode), relation=Relation.VARY, parent=parent, scope=scope)
 
     def _resolve(
         self,
@@ -172,16 +236,17 @@ class ImageService:
         defaults: Sequence[Request] = (),
         relation: Relation | None = None,
         parent: ParentImage | None = None,
+        scope: Scope | None = None,
     ) -> GenerationPlan:
         model = request.model or self._merged_model(defaults) or self._registry.default
         self._registry.get(model)  # unknown model: a clear ModelError listing the known ones
         resolved, notes = resolve(request, self._registry.profile(model), model=model, defaults=defaults)
-        self._check_loras(resolved)
         return GenerationPlan(
             request=resolved,
             relation=relation,
             parent_public_id=parent.public_id if parent else None,
             notes=tuple(notes),
+            loras=self._plan_loras(resolved, scope),
         )
 
     @staticmethod
@@ -190,6 +255,18 @@ class ImageService:
         for layer in defaults:
             model = layer.model or model
         return model
+
+    def _plan_loras(self, request: Request, scope: Scope | None) -> tuple[PlannedLora, ...]:
+        """Each ``--lora`` name as a file, for the caller's scope (ModelError listing what that
+        scope may use).  Without a scope or a LoRA service: only checked against the engine's
+        folder, and resolved again when the job runs (the behaviour before server LoRAs)."""
+        if not request.loras:
+            return ()
+        if scope is None or self._loras_for is None:
+            self._check_loras(request)
+            return ()
+        resolver = self._loras_for(scope)
+        return tuple(resolver.resolve(ref.name) for ref in request.loras)
 
     def _check_loras(self, request: Request) -> None:
         if request.loras:
@@ -212,6 +289,57 @@ class ImageService:
             if text and text.strip():
                 layers.append(parse_defaults(text))
         return layers
+
+    # -- comparisons (/compare, `brushwork compare`) -------------------------------------
+    def plan_compare(
+        self,
+        text: str | Request,
+        vary: str,
+        values: str,
+        scope: Scope,
+        *,
+        vary2: str | None = None,
+        values2: str | None = None,
+        model: str | None = None,
+        defaults: Iterable[Request] = (),
+        guard: Callable[[Request], Request] | None = None,
+    ) -> ComparePlan:
+        """An X/Y comparison as one job: the prompt resolved once (defaults, model, ONE seed),
+        then one single-image plan per cell with the axis values applied, row by row.
+
+        ``guard`` (a server's rules: allowed models, safety policy) is applied to the resolved
+        base request, so every cell inherits what it adds (a forced negative prompt).  Cells
+        that need a variation seed all share one, drawn here.
+        """
+        from generation.compare import build, parse_axis
+        from generation.request import draw_seed
+
+        if (vary2 is None) != (values2 is None) or (vary2 is not None and not vary2.strip()):
+            raise RequestError("compare_cmd.second_axis_incomplete")
+        x = parse_axis(vary, values)
+        y = parse_axis(vary2, values2) if vary2 is not None and values2 is not None else None
+        request = parse(text) if isinstance(text, str) else text
+        if model is not None:
+            request = replace(request, model=model)
+        if (request.n or 1) > 1 or request.chaos is not None:
+            raise RequestError("compare_cmd.one_image_per_cell")
+        layers = list(defaults) or self._stored_defaults(scope)
+        base = self._resolve(request, defaults=layers, scope=scope)
+        resolved = base.request
+        if guard is not None:
+            resolved = guard(resolved)
+        comparison = build(resolved, x, y)
+        shared_vary_seed: int | None = None
+        cells: list[GenerationPlan] = []
+        notes: list[Note] = list(base.notes)
+        for cell in comparison.requests:
+            if cell.vary_strength is not None and cell.vary_seed is None:
+                shared_vary_seed = shared_vary_seed if shared_vary_seed is not None else draw_seed()
+                cell = replace(cell, vary_seed=shared_vary_seed)
+            plan = self._resolve(cell, scope=scope)
+            notes.extend(note for note in plan.notes if note not in notes)
+            cells.append(replace(plan, notes=()))
+        return ComparePlan(cells=tuple(cells), x=x, y=y, notes=tuple(notes))
 
     # -- finding images ----------------------------------------------------------------
     def find_parent(self, source: str, scope: Scope) -> ParentImage:
@@ -290,7 +418,7 @@ class ImageService:
             base = _load_rgb(Path(plan.init_image_path))
             init_images = [base] * len(requests)
         generated = engine.generate(requests, init_images=init_images, on_step=on_step,
-                                    should_abort=should_abort)
+                                    should_abort=should_abort, lora_resolver=plan.lora_resolver())
         saved: list[SavedImage] = []
         for index, image in enumerate(generated):
             data = encode_png(image)
@@ -354,8 +482,96 @@ def _load_rgb(path: Path):
         raise BrushworkError("image.unreadable", path=str(path), reason=str(exc)) from None
 
 
+# ---------------------------------------------------------------------- comparisons
+
+
+@dataclass(frozen=True, slots=True)
+class ComparePlan:
+    """An X/Y comparison, planned: one resolved single-image plan per cell, row by row (the
+    ``y`` values), column by column (the ``x`` values), all with the same seed.
+
+    Queued as ONE job (``bot.jobs.compare_submission``); the runner groups the cells that can
+    share a pipeline call and makes the others in further calls.  Each cell is stored as an
+    ordinary image (its own recipe, in ``/history``, usable with ``/info``, reroll, upscale…);
+    the labelled grid is derived from the cells by :func:`compare_grid` and is never stored
+    as an image of its own (it has no single recipe).
+    """
+
+    cells: tuple[GenerationPlan, ...]
+    x: Axis
+    y: Axis | None = None
+    notes: tuple[Note, ...] = ()
+
+    kind = "compare"
+
+    @property
+    def base(self) -> Request:
+        """The first cell's request: the prompt, model, seed and size every cell shares."""
+        return self.cells[0].request
+
+    @property
+    def columns(self) -> int:
+        return len(self.x.values)
+
+    def labels(self) -> list[tuple[str | None, str]]:
+        """Each cell's ``(y value, x value)``, in cell order."""
+        rows = self.y.values if self.y is not None else (None,)
+        return [(y_value, x_value) for y_value in rows for x_value in self.x.values]
+
+    def comparison(self) -> Comparison:
+        from generation.compare import Comparison
+
+        requests = [cell.request for cell in self.cells]
+        rows = tuple(tuple(requests[i:i + self.columns]) for i in range(0, len(requests), self.columns))
+        return Comparison(base=self.base, x=self.x, y=self.y, cells=rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cells": [cell.to_dict() for cell in self.cells],
+            "x": {"flag": self.x.flag, "values": list(self.x.values)},
+            "y": {"flag": self.y.flag, "values": list(self.y.values)} if self.y is not None else None,
+            "notes": [{"code": n.code, "params": n.params} for n in self.notes],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ComparePlan:
+        from generation.compare import Axis
+
+        def axis(value: dict[str, Any] | None) -> Axis | None:
+            return Axis(flag=value["flag"], values=tuple(value["values"])) if value else None
+
+        x = axis(data["x"])
+        assert x is not None
+        return cls(cells=tuple(GenerationPlan.from_dict(dict(cell)) for cell in data["cells"]), x=x,
+                   y=axis(data.get("y")),
+                   notes=tuple(Note(n["code"], dict(n.get("params") or {})) for n in data.get("notes", ())))
+
+
+def compare_grid(plan: ComparePlan, paths: Sequence[Path | None], *, title: str | None = None) -> bytes:
+    """The labelled grid PNG of a comparison's cells (their stored files, in cell order); a cell
+    without a file (``None``: withheld by a server's safety policy) is drawn as a grey tile."""
+    import io
+
+    from PIL import Image
+
+    from generation.compare import grid
+
+    if len(paths) != len(plan.cells):
+        raise ValueError(f"a grid of {len(plan.cells)} cells needs as many images, got {len(paths)}")
+    loaded = [_load_rgb(Path(path)) if path is not None else None for path in paths]
+    size = next((image.size for image in loaded if image is not None), None) or plan.base.output_size or (64, 64)
+    images = [image if image is not None else Image.new("RGB", size, (128, 128, 128)) for image in loaded]
+    sheet = grid(plan.comparison(), images, title=title if title is not None else plan.base.prompt)
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
 __all__ = [
+    "ComparePlan",
+    "compare_grid",
     "GenerationPlan",
+    "PlannedLora",
     "encode_png",
     "new_image_row",
     "ImageDetails",

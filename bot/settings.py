@@ -94,7 +94,26 @@ class Settings(BaseSettings):
     queue_devices: list[str] = Field(default_factory=list,
                                      description="one worker per device, e.g. [\"cuda:0\", \"cuda:1\"]; "
                                                  "default: one on `device`")
+    # -- server LoRAs: datasets, training, import --
+    dataset_max_per_guild: int = Field(default=20, ge=1, description="datasets one server may keep")
+    dataset_max_images: int = Field(default=200, ge=1, le=10_000, description="images in one dataset")
+    dataset_max_mb_per_guild: float = Field(default=1024.0, gt=0,
+                                            description="disk space for one server's dataset images (MB)")
+    dataset_max_image_mb: float = Field(default=20.0, gt=0, description="largest uploaded image (MB)")
+    dataset_max_zip_mb: float = Field(default=200.0, gt=0, description="largest uploaded dataset zip (MB)")
+    lora_max_per_guild: int = Field(default=50, ge=1, description="LoRAs (ready or training) one server may keep")
+    lora_max_import_mb: float = Field(default=256.0, gt=0, description="largest imported LoRA file (MB)")
+    training_chunk_seconds: float = Field(
+        default=20.0, gt=0, description="training runs in chunks this long between generation jobs")
+    training_chunk_steps: int | None = Field(default=None, ge=1,
+                                             description="also end a chunk after this many steps")
+    training_max_steps: int = Field(default=5000, ge=1, description="most steps one training may ask for")
+    training_sample_every: int | None = Field(
+        default=None, ge=0, description="a sample image every N steps (default: 100 on a GPU, 25 on a CPU)")
     discord_token: SecretStr | None = Field(default=None, description="the bot's token (brushwork run)")
+    classifier_model: str | None = Field(
+        default=None, description="Hugging Face image-classification model (folder or cached hub id) that "
+                                  "screens results for servers whose safety policy asks; none by default")
     log_level: str = Field(default="INFO")
 
     @field_validator("home", mode="after")
@@ -135,6 +154,21 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.home / "cache"
+
+    @property
+    def datasets_dir(self) -> Path:
+        """Training images of every server (``<dataset id>/<image id>.png``)."""
+        return self.home / "datasets"
+
+    @property
+    def server_loras_dir(self) -> Path:
+        """LoRAs trained or imported by servers; kept apart from ``loras/`` (the operator's, shared)."""
+        return self.home / "server_loras"
+
+    @property
+    def training_dir(self) -> Path:
+        """Training runs in progress: checkpoint, samples and the dataset snapshot, per LoRA."""
+        return self.home / "training"
 
 
 def load_settings(**overrides: object) -> Settings:

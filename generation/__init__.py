@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from generation.version import VERSION as __version__
 
-__all__ = ["GeneratedImage", "Request", "__version__", "generate", "parse", "read_recipe"]
+__all__ = ["GeneratedImage", "Request", "TrainedLora", "__version__", "generate", "parse", "read_recipe", "train_lora"]
 
 if TYPE_CHECKING:
-    from generation.api import GeneratedImage, generate
+    from generation.api import GeneratedImage, TrainedLora, generate, train_lora
     from generation.grammar import parse
     from generation.metadata import read_recipe
     from generation.request import Request
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 _LAZY = {
     "generate": "generation.api",
     "GeneratedImage": "generation.api",
+    "train_lora": "generation.api",
+    "TrainedLora": "generation.api",
     "parse": "generation.grammar",
     "Request": "generation.request",
     "read_recipe": "generation.metadata",

@@ -191,17 +191,162 @@ def generate(
     *,
     engine: Engine | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
+    lora_files: Mapping[str, str | PathLike[str]] | str | PathLike[str] | None = None,
     **kwargs: Any,
 ) -> list[GeneratedImage]:
-    """Generate images; see the module docstring.  Raises ``RequestError`` for bad input."""
+    """Generate images; see the module docstring.  Raises ``RequestError`` for bad input.
+
+    ``lora_files`` says where ``--lora`` names are: ``{"inkwash": "inkwash.safetensors"}``, or a
+    folder of ``.safetensors`` files (by file name); default: the engine's own LoRA folder.
+    """
     engine = engine or default_engine()
     request = build_request(prompt, **kwargs)
     model = request.model or engine.registry.default
     engine.registry.get(model)
     resolved, notes = resolve(request, engine.registry.profile(model), model=model)
-    results = engine.generate(resolved.images(), on_step=on_step)
+    results = engine.generate(resolved.images(), on_step=on_step, lora_resolver=_lora_files(lora_files))
     return [
         GeneratedImage(image=r.image, request=r.request, model_hash=r.model_hash,
                        lora_hashes=dict(r.lora_hashes), notes=tuple(notes))
         for r in results
     ]
+
+
+def _lora_files(files: Mapping[str, str | PathLike[str]] | str | PathLike[str] | None) -> Any:
+    if files is None:
+        return None
+    if not isinstance(files, Mapping):
+        from generation.engine import FolderLoraResolver
+
+        return FolderLoraResolver(files)
+    from generation.models.hashing import FileHasher
+
+    hasher = FileHasher(None)
+    by_name = {str(name).casefold(): Path(path) for name, path in files.items()}
+
+    def resolve_file(name: str) -> tuple[Path, str]:
+        path = by_name[name.casefold()]  # KeyError: reported as an unknown LoRA
+        return path, hasher.lora_hash(path)
+
+    return resolve_file
+
+
+# ---------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class TrainedLora:
+    """What :func:`train_lora` made: the ``.safetensors`` (diffusers keys; ``kohya_path`` with
+    kohya's, if asked), its metadata, and the samples drawn before and after training."""
+
+    path: Path
+    metadata: Mapping[str, str]
+    steps: int
+    loss: float | None
+    before: Image.Image | None = None
+    after: Image.Image | None = None
+    kohya_path: Path | None = None
+
+
+def train_lora(
+    images: str | PathLike[str] | Iterable[Any],
+    *,
+    out: str | PathLike[str],
+    model: str | None = None,
+    trigger_word: str | None = None,
+    steps: int | None = None,
+    rank: int | None = None,
+    learning_rate: float | None = None,
+    resolution: int | None = None,
+    kohya: bool = False,
+    workdir: str | PathLike[str] | None = None,
+    engine: Engine | None = None,
+    on_progress: Callable[[Any], None] | None = None,
+    **settings: Any,
+) -> TrainedLora:
+    """Train a LoRA on a few images and write it to ``out`` — no database, no queue.
+
+    ``images``: a folder (images with same-named ``.txt`` captions, kohya's convention), a
+    dataset ``.zip`` (same), or ``(image, caption)`` pairs where an image is a PIL image, a
+    file path or bytes.  Files and bytes go through the same checks as uploads (format,
+    size, pixels).  The defaults suit the device (``TrainingConfig.for_device``: 1000 steps
+    at 512 px on a GPU, 100 at 256 on a CPU); ``settings`` are more
+    :class:`~generation.training.TrainingConfig` fields (``seed``, ``sample_every``…).
+    ``rank`` also sets alpha (scale 1).  ``workdir`` keeps the checkpoint and the samples:
+    call again with the same one to resume an interrupted run (default: a temporary folder).
+    ``on_progress`` gets a :class:`~generation.training.TrainingProgress` per step.
+    ``kohya=True`` also writes ``<out stem>-kohya.safetensors`` for AUTOMATIC1111/ComfyUI.
+    """
+    import shutil
+    import tempfile
+
+    from PIL import Image as PILImage
+
+    from generation.training import LoraTrainer, TrainingConfig, export_kohya, export_lora
+
+    engine = engine or default_engine()
+    model = model or engine.registry.default
+    items = _training_items(images)
+    overrides: dict[str, Any] = {k: v for k, v in {
+        "steps": steps, "rank": rank, "alpha": rank, "learning_rate": learning_rate, "resolution": resolution,
+        "trigger_word": trigger_word}.items() if v is not None}
+    overrides.update(settings)
+    config = TrainingConfig.for_device(engine.device.type, **overrides)
+    target = Path(out)
+    temporary = workdir is None
+    folder = Path(tempfile.mkdtemp(prefix="brushwork-lora-")) if temporary else Path(workdir)
+    try:
+        trainer = LoraTrainer.from_engine(engine, model, items, config, folder)
+        result = trainer.run_chunk(on_progress=on_progress)
+        path = export_lora(trainer, target, {"brushwork.name": target.stem})
+        samples = sorted((folder / "samples").glob("step_*.png"))
+
+        def load(sample: Path | None) -> Image.Image | None:
+            if sample is None:
+                return None
+            with PILImage.open(sample) as image:
+                return image.convert("RGB")
+
+        before = samples[0] if samples and samples[0].name == "step_000000.png" else None
+        after = samples[-1] if samples and samples[-1] != before else None
+        kohya_path = export_kohya(path, target.with_name(f"{target.stem}-kohya.safetensors")) if kohya else None
+        trainer.close()
+        return TrainedLora(path=path, metadata=trainer.metadata(), steps=result.step, loss=result.loss,
+                           before=load(before), after=load(after), kohya_path=kohya_path)
+    finally:
+        if temporary:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _training_items(images: str | PathLike[str] | Iterable[Any]) -> list[tuple[Any, str | None]]:
+    """(image, caption) pairs from a folder, a zip, or pairs (see :func:`train_lora`)."""
+    from generation.datasets import read_zip, validate_image
+
+    if isinstance(images, (str, PathLike)):
+        source = Path(images)
+        if source.is_file():
+            return [(member.image, member.caption) for member in read_zip(source)]
+        if not source.is_dir():
+            raise RequestError("api.training_images", path=str(source))
+        pairs = []
+        for path in sorted(source.iterdir()):
+            if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp") and path.is_file():
+                caption_file = path.with_suffix(".txt")
+                caption = None
+                if caption_file.is_file():
+                    from generation.datasets import clean_caption
+
+                    caption = clean_caption(caption_file.read_bytes(), name=caption_file.name, max_chars=1000)
+                pairs.append((validate_image(path.read_bytes(), name=path.name), caption))
+        if not pairs:
+            raise RequestError("api.training_images", path=str(source))
+        return pairs
+    out = []
+    for index, item in enumerate(images):
+        image, caption = item
+        if isinstance(image, (str, PathLike)):
+            image = validate_image(Path(image).read_bytes(), name=Path(image).name)
+        elif isinstance(image, (bytes, bytearray, memoryview)):
+            image = validate_image(image, name=f"image {index + 1}")
+        out.append((image, caption))
+    return out

@@ -34,12 +34,15 @@ MAX_BANNED_WORDS = 500
 MAX_WORD_LENGTH = 64
 
 
+_DEFAULT_BLOCKED_LABELS = ("nsfw", "porn", "hentai", "sexy")
+
+
 @dataclass(frozen=True, slots=True)
 class SafetyPolicy:
     banned_words: tuple[str, ...] = ()
     forced_negative: str = ""
     classify_images: bool = False  # only meaningful when a classifier is installed
-    blocked_labels: tuple[str, ...] = ("nsfw", "porn", "hentai", "sexy")
+    blocked_labels: tuple[str, ...] = _DEFAULT_BLOCKED_LABELS
     threshold: float = 0.8
 
     def __post_init__(self) -> None:
@@ -60,7 +63,7 @@ class SafetyPolicy:
             banned_words=tuple(data.get("banned_words", ())),
             forced_negative=str(data.get("forced_negative", "")),
             classify_images=bool(data.get("classify_images", False)),
-            blocked_labels=tuple(data.get("blocked_labels", cls.blocked_labels)),
+            blocked_labels=tuple(data.get("blocked_labels", _DEFAULT_BLOCKED_LABELS)),
             threshold=float(data.get("threshold", 0.8)),
         )
 

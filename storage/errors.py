@@ -80,6 +80,17 @@ class InvalidValue(StorageError, ValueError):
         )
 
 
+class NameTaken(StorageError):
+    """A dataset or LoRA of that name already exists where the caller names things."""
+
+    code = "storage.name_taken"
+
+    def __init__(self, kind: str, name: str) -> None:
+        self.kind = kind
+        self.name = name
+        super().__init__(f"A {kind} named {name!r} already exists here.", kind=kind, name=name)
+
+
 class StaleState(StorageError):
     """A conditional update found the row in another state than expected (another writer won)."""
 

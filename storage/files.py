@@ -43,6 +43,24 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def safe_path(root: Path, relative_path: str) -> Path:
+    """``root / relative_path``, or :class:`UnsafePath` if the path could leave ``root``
+    (absolute, ``..``, empty parts, Windows separators or drives, NUL, or a symbolic link
+    inside the root that leads out of it)."""
+    if not isinstance(relative_path, str) or not relative_path or "\x00" in relative_path:
+        raise UnsafePath(relative_path)
+    if "\\" in relative_path or ":" in relative_path:  # Windows separators and drives
+        raise UnsafePath(relative_path)
+    pure = PurePosixPath(relative_path)
+    if pure.is_absolute() or any(part in ("..", ".", "") for part in relative_path.split("/")):
+        raise UnsafePath(relative_path)
+    candidate = root.joinpath(*pure.parts)
+    # Symbolic links inside the store must not lead out of it either.
+    if not candidate.resolve().is_relative_to(root.resolve()):
+        raise UnsafePath(relative_path)
+    return candidate
+
+
 class ImageStore:
     """Reads and writes image files below ``root``; every relative path is checked."""
 
@@ -98,18 +116,7 @@ class ImageStore:
 
     def absolute(self, relative_path: str) -> Path:
         """The absolute path of a stored file; :class:`UnsafePath` if it could leave the root."""
-        if not isinstance(relative_path, str) or not relative_path or "\x00" in relative_path:
-            raise UnsafePath(relative_path)
-        if "\\" in relative_path or ":" in relative_path:  # Windows separators and drives
-            raise UnsafePath(relative_path)
-        pure = PurePosixPath(relative_path)
-        if pure.is_absolute() or any(part in ("..", ".", "") for part in relative_path.split("/")):
-            raise UnsafePath(relative_path)
-        candidate = self.root.joinpath(*pure.parts)
-        # Symbolic links inside the store must not lead out of it either.
-        if not candidate.resolve().is_relative_to(self.root.resolve()):
-            raise UnsafePath(relative_path)
-        return candidate
+        return safe_path(self.root, relative_path)
 
     def exists(self, relative_path: str) -> bool:
         return self.absolute(relative_path).is_file()

@@ -10,7 +10,8 @@ Conventions that the migrations rely on:
 
 The job queue (migration 0002) adds to ``jobs`` what claiming, batching, quotas and
 cancelling need, plus ``workers`` (heartbeats) and ``guild_usage`` (daily quotas).
-LoRAs and datasets arrive in a later migration, with their own tables.
+Server LoRAs (migration 0003) add ``datasets``, ``dataset_images`` and ``loras``, and two
+``guild_settings`` columns (the trainer role, whether the operator's folder LoRAs apply).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
+    func,
     select,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, aliased, column_property, mapped_column
@@ -51,6 +54,8 @@ JOB_KINDS = ("generate", "reroll", "tweak", "upscale", "vary", "train")
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 JOB_CLASSES = ("interactive", "long")
 WORKER_STATES = ("idle", "busy", "hung", "stopped")
+LORA_STATUSES = ("training", "ready", "failed", "deleted")
+LORA_SOURCES = ("trained", "imported")
 
 
 def utcnow() -> datetime:
@@ -263,3 +268,117 @@ class GuildSettings(Base):
     channels: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     safety: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    # -- server LoRAs (0003) --
+    trainer_role_id: Mapped[int | None] = mapped_column(BigInteger)  # may train/import/delete LoRAs
+    folder_loras: Mapped[bool] = mapped_column(Boolean, default=True)  # the operator's loras/ folder applies
+
+
+class Dataset(Base):
+    """A named set of training images, owned by a server (or by a user in direct messages).
+
+    ``scope_key`` is the namespace names live in: ``g:<guild id>`` for a server,
+    ``u:<user id>`` for direct messages and the local operator (``u:0``).  Names are unique
+    per namespace, case-insensitively (``name_key`` is the case-folded name).
+    """
+
+    __tablename__ = "datasets"
+    __table_args__ = (UniqueConstraint("scope_key", "name_key"),)
+
+    id: Mapped[int] = mapped_column(SurrogateKey, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(16), unique=True)
+    guild_id: Mapped[int | None] = mapped_column(BigInteger)
+    owner_id: Mapped[int] = mapped_column(BigInteger)
+    scope_key: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(64))
+    name_key: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class DatasetImage(Base):
+    """One validated, re-encoded training image (a PNG under the datasets folder) and its caption.
+
+    ``sha256`` identifies the decoded pixels (``generation.datasets.CleanImage``): the same
+    picture twice in one dataset is refused.  ``original_name`` is for display only, never a path.
+    """
+
+    __tablename__ = "dataset_images"
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "sha256"),
+        CheckConstraint("width > 0 AND height > 0", name="size"),
+        CheckConstraint("bytes >= 0", name="bytes"),
+    )
+
+    id: Mapped[int] = mapped_column(SurrogateKey, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(16), unique=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    file_path: Mapped[str] = mapped_column(String(512))
+    sha256: Mapped[str] = mapped_column(String(64))
+    caption: Mapped[str | None] = mapped_column(Text)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    original_name: Mapped[str] = mapped_column(String(255), default="")
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+Dataset.image_count = column_property(
+    select(func.count(DatasetImage.id)).where(DatasetImage.dataset_id == Dataset.id).scalar_subquery())
+Dataset.total_bytes = column_property(
+    select(func.coalesce(func.sum(DatasetImage.bytes), 0)).where(DatasetImage.dataset_id == Dataset.id)
+    .scalar_subquery())
+DatasetImage.dataset_public_id = column_property(
+    select(Dataset.public_id).where(Dataset.id == DatasetImage.dataset_id).scalar_subquery())
+
+
+class Lora(Base):
+    """A server's LoRA: trained here from a dataset, or imported from a ``.safetensors`` file.
+
+    Names live in the same namespaces as datasets (``scope_key``).  ``name_key`` is the
+    case-folded name while the LoRA holds its name, NULL once it is deleted (so the name is
+    free again; NULLs never collide in a unique constraint).  A ``training`` row reserves
+    its name from submission on; its file exists only once it is ``ready`` (file first,
+    then the row, in the transaction that finishes the job).
+    """
+
+    __tablename__ = "loras"
+    __table_args__ = (
+        UniqueConstraint("scope_key", "name_key"),
+        CheckConstraint(_in("status", LORA_STATUSES), name="status"),
+        CheckConstraint(_in("source", LORA_SOURCES), name="source"),
+        CheckConstraint("size_bytes >= 0", name="size_bytes"),
+    )
+
+    id: Mapped[int] = mapped_column(SurrogateKey, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(16), unique=True)
+    guild_id: Mapped[int | None] = mapped_column(BigInteger)
+    owner_id: Mapped[int] = mapped_column(BigInteger)
+    scope_key: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(64))
+    name_key: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(16))
+    file_path: Mapped[str | None] = mapped_column(String(512))
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    short_hash: Mapped[str | None] = mapped_column(String(12))  # A1111 "Lora hashes" (12 hex)
+    base_model: Mapped[str] = mapped_column(String(255))
+    base_model_hash: Mapped[str | None] = mapped_column(String(64))
+    family: Mapped[str] = mapped_column(String(16))
+    rank: Mapped[int] = mapped_column(Integer)
+    alpha: Mapped[float] = mapped_column(Float)
+    steps: Mapped[int] = mapped_column(Integer, default=0)
+    dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"), index=True)
+    dataset_name: Mapped[str | None] = mapped_column(String(64))  # kept after the dataset is deleted
+    dataset_size: Mapped[int] = mapped_column(Integer, default=0)
+    trigger_words: Mapped[list[str]] = mapped_column(JSON, default=list)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # training settings, import details
+    job_public_id: Mapped[str | None] = mapped_column(String(16))
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+# The status of the job that trains it: a training LoRA whose job ended without it is failed.
+Lora.job_status = column_property(select(Job.status).where(Job.public_id == Lora.job_public_id).scalar_subquery())
+Lora.dataset_public_id = column_property(
+    select(Dataset.public_id).where(Dataset.id == Lora.dataset_id).scalar_subquery())

@@ -307,3 +307,161 @@ class GuildSettingsRecord:
     channels: dict[str, Any] = field(default_factory=dict)
     safety: dict[str, Any] = field(default_factory=dict)
     updated_at: datetime | None = None
+    trainer_role_id: int | None = None  # members with this role may train, import and delete LoRAs
+    folder_loras: bool = True  # the operator's folder LoRAs ($BRUSHWORK_HOME/loras) can be used here
+
+
+# ---------------------------------------------------------------------- server LoRAs (0003)
+
+
+class LoraStatus(StrEnum):
+    TRAINING = "training"
+    READY = "ready"
+    FAILED = "failed"
+    DELETED = "deleted"
+
+
+class LoraSource(StrEnum):
+    TRAINED = "trained"
+    IMPORTED = "imported"
+
+
+def scope_key(scope: Scope) -> str:
+    """The namespace a scope's datasets and LoRAs are named in.
+
+    A server's (``g:<guild id>``) is shared by everyone in it; outside a server (direct
+    messages, the command line) each user has their own (``u:<user id>``; the local operator
+    is ``u:0``).  The operator *sees* every row, but names are looked up in one namespace.
+    """
+    if scope.guild_id is not None:
+        return f"g:{scope.guild_id}"
+    return f"u:{scope.user_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetRecord:
+    public_id: str
+    guild_id: int | None
+    owner_id: int
+    name: str
+    image_count: int
+    total_bytes: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewDatasetImage:
+    """A validated image whose file is already stored (see ``storage.assets``)."""
+
+    file_path: str
+    sha256: str  # of the decoded pixels: duplicates are refused per dataset
+    width: int
+    height: int
+    bytes: int
+    caption: str | None = None
+    original_name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.width <= 0 or self.height <= 0:
+            raise InvalidValue("size", (self.width, self.height), "positive width and height")
+        if self.bytes < 0:
+            raise InvalidValue("bytes", self.bytes, "0 or more")
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetImageRecord:
+    public_id: str
+    dataset_public_id: str
+    file_path: str
+    sha256: str
+    caption: str | None
+    width: int
+    height: int
+    original_name: str
+    bytes: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewLora:
+    """A LoRA row: ``training`` (reserved at submission, no file yet) or ``ready`` (imported)."""
+
+    name: str
+    owner_id: int
+    base_model: str
+    family: str
+    rank: int
+    alpha: float
+    guild_id: int | None = None
+    status: LoraStatus = LoraStatus.TRAINING
+    source: LoraSource = LoraSource.TRAINED
+    steps: int = 0
+    base_model_hash: str | None = None
+    dataset_public_id: str | None = None
+    dataset_name: str | None = None
+    dataset_size: int = 0
+    trigger_words: tuple[str, ...] = ()
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    job_public_id: str | None = None
+    file_path: str | None = None
+    sha256: str | None = None
+    short_hash: str | None = None
+    size_bytes: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", coerce_enum(LoraStatus, self.status, "status"))
+        object.__setattr__(self, "source", coerce_enum(LoraSource, self.source, "source"))
+        if self.status not in (LoraStatus.TRAINING, LoraStatus.READY):
+            raise InvalidValue("status", self.status.value, "training or ready")
+        if self.status is LoraStatus.READY and not (self.file_path and self.sha256 and self.short_hash):
+            raise InvalidValue("file_path", self.file_path, "a stored file with its hashes for a ready LoRA")
+        if self.size_bytes < 0:
+            raise InvalidValue("size_bytes", self.size_bytes, "0 or more")
+
+
+@dataclass(frozen=True, slots=True)
+class LoraRecord:
+    """A LoRA as stored.  ``status`` is the effective one: a ``training`` row whose job ended
+    without finishing it (cancelled, failed, or lost before it was submitted) reads as failed."""
+
+    public_id: str
+    guild_id: int | None
+    owner_id: int
+    name: str
+    status: LoraStatus
+    source: LoraSource
+    file_path: str | None
+    sha256: str | None
+    short_hash: str | None
+    base_model: str
+    base_model_hash: str | None
+    family: str
+    rank: int
+    alpha: float
+    steps: int
+    dataset_public_id: str | None
+    dataset_name: str | None
+    dataset_size: int
+    trigger_words: list[str]
+    settings: dict[str, Any]
+    job_public_id: str | None
+    job_status: JobStatus | None
+    size_bytes: int
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def ready(self) -> bool:
+        return self.status is LoraStatus.READY
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceUsage:
+    """What one namespace (a server, or a user outside servers) holds: for quotas."""
+
+    datasets: int = 0
+    images: int = 0
+    image_bytes: int = 0
+    loras: int = 0  # training or ready
+    lora_bytes: int = 0

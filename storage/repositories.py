@@ -783,6 +783,8 @@ def _guild_record(row: GuildSettings | None, guild_id: int) -> GuildSettingsReco
         channels=dict(row.channels),
         safety=dict(row.safety),
         updated_at=row.updated_at,
+        trainer_role_id=row.trainer_role_id,
+        folder_loras=bool(row.folder_loras) if row.folder_loras is not None else True,
     )
 
 
@@ -826,11 +828,13 @@ class SettingsRepository:
         limits: Mapping[str, Any] | _Unset = UNSET,
         channels: Mapping[str, Any] | _Unset = UNSET,
         safety: Mapping[str, Any] | _Unset = UNSET,
+        trainer_role_id: int | None | _Unset = UNSET,
+        folder_loras: bool | _Unset = UNSET,
     ) -> GuildSettingsRecord:
         """Save the given fields (``allowed_models=None``: every model); the others are kept."""
         row = self._session.get(GuildSettings, guild_id)
         if row is None:
-            row = GuildSettings(guild_id=guild_id, defaults="", limits={}, channels={}, safety={})
+            row = GuildSettings(guild_id=guild_id, defaults="", limits={}, channels={}, safety={}, folder_loras=True)
             self._session.add(row)
         if not isinstance(defaults, _Unset):
             row.defaults = defaults
@@ -842,6 +846,10 @@ class SettingsRepository:
             row.channels = dict(channels)
         if not isinstance(safety, _Unset):
             row.safety = dict(safety)
+        if not isinstance(trainer_role_id, _Unset):
+            row.trainer_role_id = trainer_role_id
+        if not isinstance(folder_loras, _Unset):
+            row.folder_loras = bool(folder_loras)
         row.updated_at = utcnow()
         self._session.flush()
         return _guild_record(row, guild_id)

@@ -15,6 +15,7 @@ from types import TracebackType
 
 from sqlalchemy.orm import Session
 
+from storage.lora_repositories import DatasetRepository, LoraRepository
 from storage.repositories import (
     ImageRepository,
     JobRepository,
@@ -30,6 +31,8 @@ class UnitOfWork:
     settings: SettingsRepository
     workers: WorkerRepository
     usage: UsageRepository
+    datasets: DatasetRepository
+    loras: LoraRepository
 
     def __init__(self, session_factory: Callable[[], Session]) -> None:
         self._session_factory = session_factory
@@ -44,6 +47,8 @@ class UnitOfWork:
         self.settings = SettingsRepository(self._session)
         self.workers = WorkerRepository(self._session)
         self.usage = UsageRepository(self._session)
+        self.datasets = DatasetRepository(self._session)
+        self.loras = LoraRepository(self._session)
         return self
 
     def __exit__(
@@ -59,7 +64,7 @@ class UnitOfWork:
             session.rollback()  # no-op after a commit; discards anything not committed
         finally:
             session.close()
-            del self.images, self.jobs, self.settings, self.workers, self.usage
+            del self.images, self.jobs, self.settings, self.workers, self.usage, self.datasets, self.loras
 
     def commit(self) -> None:
         self._require_session().commit()

@@ -14,6 +14,7 @@ from typing import Any
 
 import discord
 
+from bot.chat import Origin
 from generation.errors import BrushworkError
 from generation.i18n import normalize_locale, translate
 from storage.records import Scope
@@ -30,6 +31,7 @@ class Caller:
     age_restricted: bool  # the channel (or a thread's parent) is marked NSFW
     manage_guild: bool
     manage_messages: bool
+    parent_channel_id: int | None = None  # the channel a thread belongs to
 
     @property
     def scope(self) -> Scope:
@@ -41,6 +43,13 @@ class Caller:
 
     def t(self, code: str, /, **params: Any) -> str:
         return translate(code, self.locale, **params)
+
+    @property
+    def origin(self) -> Origin:
+        """The same, as the Discord-free services take it."""
+        return Origin(user_id=self.user_id, guild_id=self.guild_id, channel_id=self.channel_id, locale=self.locale,
+                      age_restricted=self.age_restricted, manage_messages=self.manage_messages,
+                      manage_guild=self.manage_guild, parent_channel_id=self.parent_channel_id)
 
 
 def channel_is_age_restricted(channel: Any) -> bool:
@@ -62,7 +71,34 @@ def caller(interaction: discord.Interaction) -> Caller:
         age_restricted=channel_is_age_restricted(interaction.channel),
         manage_guild=interaction.guild_id is not None and permissions.manage_guild,
         manage_messages=interaction.guild_id is not None and permissions.manage_messages,
+        parent_channel_id=getattr(interaction.channel, "parent_id", None)
+        if isinstance(interaction.channel, discord.Thread) else None,
     )
+
+
+#: What the bot needs in a channel to answer there: (attribute of discord.Permissions, catalogue code).
+POSTING_PERMISSIONS = (
+    ("view_channel", "bot.permission.view_channel"),
+    ("send_messages", "bot.permission.send_messages"),
+    ("attach_files", "bot.permission.attach_files"),
+)
+
+
+def missing_permissions(permissions: discord.Permissions, channel: Any = None) -> list[str]:
+    """Catalogue codes of the posting permissions the bot lacks (threads need Send Messages in Threads)."""
+    missing = []
+    for name, code in POSTING_PERMISSIONS:
+        if name == "send_messages" and isinstance(channel, discord.Thread):
+            name, code = "send_messages_in_threads", "bot.permission.send_messages_in_threads"
+        if not getattr(permissions, name):
+            missing.append(code)
+    return missing
+
+
+def missing_permissions_text(missing: list[str], channel_id: int | None, locale: str) -> str:
+    names = [translate(code, locale) for code in missing]
+    return translate("bot.missing_permissions", locale, channel=f"<#{channel_id}>" if channel_id else "",
+                     permissions=names)
 
 
 async def send(interaction: discord.Interaction, content: str | None = None, *, ephemeral: bool = True,

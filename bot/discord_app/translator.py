@@ -2,7 +2,7 @@
 descriptions and choice names are shown in the user's Discord language.
 
 Every user-facing string of a command is a :class:`discord.app_commands.locale_str` whose
-``key`` extra names a catalogue code (``bot/locales/*/commands.json``); English is the
+``key`` extra names a catalogue code (``cmd.*`` in ``bot/locales/*/<area>.json``); English is the
 string itself, other locales come from the catalogue.
 """
 

@@ -186,6 +186,7 @@ class Engine:
         on_step: Callable[[StepInfo], None] | None = None,
         should_abort: Callable[[], bool] | None = None,
         vae_tiling: bool | None = None,
+        lora_resolver: LoraResolverLike | None = None,
     ) -> list[GeneratedImage]:
         """Generate one image per request, in one pipeline call (per pass).
 
@@ -194,7 +195,10 @@ class Engine:
         hires pass, which is how an existing image is upscaled.  ``on_step`` is called once
         per step; ``should_abort`` is checked every step and raises
         :class:`~generation.errors.Cancelled`.  ``vae_tiling`` overrides the engine's setting
-        for this call (the queue's low-memory retry turns it on).
+        for this call (the queue's low-memory retry turns it on).  ``lora_resolver`` replaces
+        the engine's own for this call: the queue resolves each job's ``--lora`` names when
+        the job is planned (a server's own LoRAs first), and the runner hands that answer here,
+        so a name means the file the job was planned with, whatever else shares the engine.
 
         Running out of accelerator memory raises :class:`~generation.errors.OutOfMemoryError`
         (memory already handed back), so a caller can retry with fewer images or tiling.
@@ -208,7 +212,8 @@ class Engine:
             load_started = time.perf_counter()
             model = self.load(first.model)
             load_s = time.perf_counter() - load_started
-            loras = [(resolve_lora(self.lora_resolver, ref.name), float(ref.weight)) for ref in first.loras or ()]
+            resolver = lora_resolver if lora_resolver is not None else self.lora_resolver
+            loras = [(resolve_lora(resolver, ref.name), float(ref.weight)) for ref in first.loras or ()]
             model_hash = self.model_hash(first.model)
             out_of_memory = False
             try:

@@ -7,6 +7,7 @@ chunks, a worker that shut down).  Exactly one terminal event ends every stream.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,8 @@ class JobProgress(JobEvent):
     total: int
     eta_s: float | None = None
     preview: Any = field(default=None, repr=False, compare=False)  # a small PIL image, every few steps
+    # What else the job reports with a step (training: loss, loss_ema, sample_path), JSON values.
+    detail: Mapping[str, Any] | None = field(default=None, compare=False)
 
     @property
     def fraction(self) -> float:

@@ -49,6 +49,7 @@ from generation.queue.jobs import (
     JobSpec,
     JobState,
     JobView,
+    PendingCounts,
     Requester,
     Submission,
     WorkerStatus,
@@ -121,6 +122,7 @@ class JobQueue:
         self._limits_for = limits_for or (lambda _guild: self.config.limits)
         self.scheduler = FairScheduler(half_life_s=self.config.half_life_s, cost=self.rates.estimate)
         self._lock = threading.RLock()
+        self._admission = threading.Lock()
         self._work = threading.Condition(self._lock)
         self._tracks: dict[str, _Track] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
@@ -136,21 +138,32 @@ class JobQueue:
     # ================================================================== submitting
     def submit(self, submission: Submission) -> JobHandle:
         """Check the limits, store the job, queue it; raises :class:`QueueError` when refused."""
-        limits = self._limits_for(submission.guild)
-        now = self.clock()
-        counts = self.store.pending_counts(submission.owner, submission.guild)
-        usage = None
-        if submission.guild is not None and (limits.daily_images is not None or limits.daily_gpu_seconds is not None):
-            usage = self.store.daily_usage(submission.guild, utc_day(now))
-        check_admission(submission, limits, counts, usage, queue_eta_s=self._queue_eta_if_needed(limits, counts),
-                        now=now)
-        spec = self.store.add(submission)
+        with self._admission:  # concurrent submits of this process cannot both squeeze under a limit
+            self.admit(submission)
+            spec = self.store.add(submission)
         with self._lock:
             track = self._track(spec.job_id, JobState.QUEUED)
             track.spec = spec
             if self._started:
                 self._schedule(track, spec)
         return JobHandle(self, spec.job_id)
+
+    def admit(self, submission: Submission, counts: PendingCounts | None = None) -> PendingCounts:
+        """Raise :class:`QueueError` if :meth:`submit` would refuse ``submission`` now (limits,
+        quotas); else the jobs pending before it.  Reads the store only: a caller that must answer
+        fast (the bot's 3-second acknowledgement) checks first and submits after answering.
+        ``counts``: pending counts the caller already has (a recent snapshot); :meth:`submit`
+        always checks again with the store's."""
+        limits = self._limits_for(submission.guild)
+        now = self.clock()
+        if counts is None:
+            counts = self.store.pending_counts(submission.owner, submission.guild)
+        usage = None
+        if submission.guild is not None and (limits.daily_images is not None or limits.daily_gpu_seconds is not None):
+            usage = self.store.daily_usage(submission.guild, utc_day(now))
+        check_admission(submission, limits, counts, usage, queue_eta_s=self._queue_eta_if_needed(limits, counts),
+                        now=now)
+        return counts
 
     async def submit_async(self, submission: Submission) -> JobHandle:
         """:meth:`submit` off the event loop (it writes to the database)."""
@@ -438,7 +451,7 @@ class JobQueue:
     def _deliver(self, track: _Track, event: JobEvent) -> None:
         for subscription in list(track.subscribers):
             if isinstance(event, JobProgress) and event.preview is not None and not subscription.previews:
-                event_for = JobProgress(event.job_id, event.step, event.total, event.eta_s)
+                event_for = JobProgress(event.job_id, event.step, event.total, event.eta_s, detail=event.detail)
             else:
                 event_for = event
             try:
@@ -613,7 +626,7 @@ class JobQueue:
                 self._schedule(track, spec)
 
     def _progress(self, job_ids: list[str], step: int, total: int, eta: float | None,
-                  preview: Callable[[str], Any] | None) -> None:
+                  preview: Callable[[str], Any] | None, detail: Any = None) -> None:
         with self._lock:
             for job_id in job_ids:
                 track = self._tracks.get(job_id)
@@ -625,7 +638,7 @@ class JobQueue:
                         image = preview(job_id)
                     except Exception:  # a preview is a nicety: never fail a job for it
                         log.debug("preview of job %s failed", job_id, exc_info=True)
-                self._publish(track, JobProgress(job_id, step, total, eta, image))
+                self._publish(track, JobProgress(job_id, step, total, eta, image, detail))
 
     def _finished_job(self, job_id: str, event: JobEvent) -> None:
         with self._lock:

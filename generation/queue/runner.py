@@ -53,8 +53,11 @@ class RunContext(Protocol):
     #: Memory is tight: use the slow, frugal path (VAE tiling).
     low_memory: bool
 
-    def report_progress(self, step: int, total: int, preview: PreviewSource | None = None) -> None:
-        """Steps done of the whole run; ``preview`` is called only if someone watches."""
+    def report_progress(self, step: int, total: int, preview: PreviewSource | None = None,
+                        detail: Mapping[str, Any] | None = None) -> None:
+        """Steps done of the whole run; ``preview`` is called only if someone watches.
+        ``detail`` travels with the progress event (training: loss, sample path); an
+        ``eta_s`` in it replaces the ETA the worker measures (a trainer knows better)."""
         ...
 
     def should_abort(self) -> bool:

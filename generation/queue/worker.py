@@ -285,7 +285,8 @@ class _Context:
         self._last: tuple[float, int, int] | None = None  # (time, step, total)
 
     # -- RunContext -------------------------------------------------------------------
-    def report_progress(self, step: int, total: int, preview: PreviewSource | None = None) -> None:
+    def report_progress(self, step: int, total: int, preview: PreviewSource | None = None,
+                        detail: Mapping[str, Any] | None = None) -> None:
         worker = self.worker
         worker.touch()
         now = time.monotonic()
@@ -296,11 +297,14 @@ class _Context:
         eta = None
         if step > first_step:
             eta = (now - first_time) / (step - first_step) * max(0, total - step)
+        if detail is not None and detail.get("eta_s") is not None:
+            eta = float(detail["eta_s"])
         self._sync_store({job_id: step / total for job_id in self._ids} if total else {})
         every = worker.queue.config.preview_every
         live = [job_id for job_id in self._ids if not self.is_cancelled(job_id)]
         worker.queue._progress(live, step, total, eta,
-                               preview if preview is not None and (step % every == 0 or step == total) else None)
+                               preview if preview is not None and (step % every == 0 or step == total) else None,
+                               detail)
 
     def should_abort(self) -> bool:
         self.worker.touch()
