@@ -204,6 +204,11 @@ async def test_tweak_info_and_message_menus(brushwork_bot):
     assert "no Brushwork images" in data["content"]
 
 
+def results(message):
+    """A message's result images (progress edits carry a ``preview…`` attachment first)."""
+    return [a for a in message.attachments if not a.filename.startswith("preview")]
+
+
 async def test_reactions_reroll_upscale_and_vary(brushwork_bot):
     h = brushwork_bot
     message = await result_of(h)  # two images
@@ -211,21 +216,22 @@ async def test_reactions_reroll_upscale_and_vary(brushwork_bot):
     fake, alice = h.fake, h.world.alice
 
     await fake.react(alice, message, "🔁")
+    # the channel message is edited in place: progress (one tiled preview) first, then the two results
     rerolled = await fake.wait_for_message(lambda m: "Reroll of" in m.content and alice.mention in m.content
-                                           and bool(m.attachments), channel=h.world.general, timeout=60)
+                                           and len(results(m)) == 2, channel=h.world.general, timeout=60)
     assert len(rerolled.attachments) == 2 and rerolled.interaction is None
     assert [recipe(rerolled, i).prompt for i in range(2)] == ["a red fox"] * 2
 
     await fake.react(alice, message, "⬆️")  # which image? the bot offers 1️⃣ 2️⃣
     await fake.wait_for_reaction(message, "2️⃣")
     await fake.react(alice, message, "2️⃣")
-    upscaled = await fake.wait_for_message(lambda m: f"Upscale of `{second}`" in m.content and m.attachments,
+    upscaled = await fake.wait_for_message(lambda m: f"Upscale of `{second}`" in m.content and results(m),
                                            channel=h.world.general, timeout=60)
     assert alice.mention in upscaled.content and recipe(upscaled).hires is not None
 
     single = await result_of(h, user=h.world.wei, prompt="一只猫 --seed 8")  # wei's locale is now recorded
     await fake.react(h.world.wei, single, "🔀")
-    varied = await fake.wait_for_message(lambda m: "的变体" in m.content and m.attachments,
+    varied = await fake.wait_for_message(lambda m: "的变体" in m.content and results(m),
                                          channel=h.world.general, timeout=60)
     assert h.world.wei.mention in varied.content and recipe(varied).seed == 8
     assert recipe(varied).vary_seed is not None
