@@ -17,15 +17,12 @@ first, then the file (a crash in between leaves an unreferenced file, never a da
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import os
-import secrets
 import shutil
 from pathlib import Path
 
 from storage.errors import FileExists, InvalidValue, UnsafePath
-from storage.files import StoredFile, _fsync_dir, safe_path
+from storage.files import StoredFile, _fsync_dir, safe_path, write_atomically
 from storage.ids import ALPHABET
 
 _ID_CHARS = frozenset(ALPHABET)
@@ -59,44 +56,17 @@ class AssetStore:
 
     def write(self, relative_path: str, data: bytes) -> StoredFile:
         """Write ``data`` atomically; :class:`FileExists` if something is there already."""
-        target = self._fresh_target(relative_path)
-        temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            with open(temp, "xb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
-            raise
-        _fsync_dir(target.parent)
-        return StoredFile(relative_path, hashlib.sha256(data).hexdigest(), len(data))
+        sha256, size = write_atomically(self._fresh_target(relative_path), [data])
+        return StoredFile(relative_path, sha256, size)
 
     def adopt(self, relative_path: str, source: str | os.PathLike[str]) -> StoredFile:
         """Move a finished file (e.g. a LoRA just exported elsewhere) into the store, atomically:
         copied next to its target under a temporary name, synced, then renamed; ``source`` is
         left as it was."""
         target = self._fresh_target(relative_path)
-        temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-        digest = hashlib.sha256()
-        size = 0
-        try:
-            with open(source, "rb") as src, open(temp, "xb") as dst:
-                while chunk := src.read(1 << 20):
-                    digest.update(chunk)
-                    size += len(chunk)
-                    dst.write(chunk)
-                dst.flush()
-                os.fsync(dst.fileno())
-            os.replace(temp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
-            raise
-        _fsync_dir(target.parent)
-        return StoredFile(relative_path, digest.hexdigest(), size)
+        with open(source, "rb") as src:
+            sha256, size = write_atomically(target, iter(lambda: src.read(1 << 20), b""))
+        return StoredFile(relative_path, sha256, size)
 
     def read(self, relative_path: str) -> bytes:
         return self.absolute(relative_path).read_bytes()

@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import os
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -41,6 +42,30 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def write_atomically(target: Path, chunks: Iterable[bytes]) -> tuple[str, int]:
+    """Write ``chunks`` to ``target`` whole or not at all: a temporary name beside it, fsync,
+    rename, fsync the folder.  Never overwrites: the temporary file is created exclusively and
+    the caller checks ``target`` first.  Returns the sha256 and size of what was written."""
+    temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(temp, "xb") as handle:
+            for chunk in chunks:
+                digest.update(chunk)
+                size += len(chunk)
+                handle.write(chunk)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+        raise
+    _fsync_dir(target.parent)
+    return digest.hexdigest(), size
 
 
 def safe_path(root: Path, relative_path: str) -> Path:
@@ -89,20 +114,8 @@ class ImageStore:
         self._make_folders(target.parent)
         if target.exists():
             raise FileExists(relative)
-
-        temp = target.with_name(f".{public_id}.{secrets.token_hex(4)}.tmp")
-        try:
-            with open(temp, "xb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
-            raise
-        _fsync_dir(target.parent)
-        return StoredFile(relative, hashlib.sha256(data).hexdigest(), len(data))
+        sha256, size = write_atomically(target, [data])
+        return StoredFile(relative, sha256, size)
 
     def _make_folders(self, folder: Path) -> None:
         missing = []
