@@ -45,6 +45,7 @@ COGS: tuple[str, ...] = (
     "bot.discord_app.cogs.queue",
     "bot.discord_app.cogs.help",
     "bot.discord_app.cogs.compare",
+    "bot.discord_app.cogs.lora",
 )
 
 #: Seconds between two edits of a job's status message, and between two preview images.
