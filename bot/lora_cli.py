@@ -93,7 +93,7 @@ def cmd_dataset_list(container: Container, args: argparse.Namespace) -> int:
 
 
 def cmd_dataset_add(container: Container, args: argparse.Namespace) -> int:
-    from bot.lora_services import Upload
+    from bot.lora_services import Upload, UploadRefused
 
     scope = _scope(args)
     paths = [Path(item).expanduser() for item in args.files]
@@ -105,7 +105,12 @@ def cmd_dataset_add(container: Container, args: argparse.Namespace) -> int:
     # Sizes first, from the file system: nothing too large is read into memory.
     container.datasets.check_upload(scope, args.name, [(path.name, path.stat().st_size) for path in paths])
     uploads = [Upload(path.name, path.read_bytes()) for path in paths]
-    result = container.datasets.add_images(scope, args.name, uploads, caption=args.caption)
+    try:
+        result = container.datasets.add_images(scope, args.name, uploads, caption=args.caption)
+    except UploadRefused as refused:  # nothing added: say why for every file
+        for refusal in refused.refusals:
+            print(f"brushwork: not added: {refusal.error.message()}", file=sys.stderr)
+        return EXIT_USAGE
     first = result.dataset.image_count - len(result.added) + 1
     for number, image in enumerate(result.added, start=first):
         print(f"#{number}\t{image.public_id}\t{image.width}x{image.height}\t{image.original_name}\t"

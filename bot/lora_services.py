@@ -148,6 +148,18 @@ class Refusal:
     error: BrushworkError
 
 
+class UploadRefused(ServerLoraError):
+    """Every file of a multi-file upload was refused: ``refusals`` holds each file's reason."""
+
+    def __init__(self, refusals: Sequence[Refusal]) -> None:
+        self.refusals = tuple(refusals)
+        super().__init__("server_dataset.all_refused", count=len(self.refusals),
+                         first=self.refusals[0].error)
+
+    def __reduce__(self):
+        return (UploadRefused, (self.refusals,))
+
+
 @dataclass(frozen=True, slots=True)
 class AddResult:
     dataset: DatasetRecord
@@ -247,7 +259,8 @@ class DatasetService:
 
         Every file is checked (size before decoding, format, pixels, duplicates); a file
         that fails is listed in ``refused`` with its reason and the others are added.  If
-        nothing could be added, the first refusal is raised.  Quotas (images per dataset,
+        nothing could be added: one refused file raises its own error, several raise
+        :class:`UploadRefused` carrying every reason.  Quotas (images per dataset,
         the server's disk space) refuse the whole upload.  Files are written before rows.
         """
         with self._uow() as uow:
@@ -309,6 +322,8 @@ class DatasetService:
                 fresh.append(candidate)
         refusals = tuple(refusal for _order, refusal in sorted(refused, key=lambda item: item[0]))
         if not fresh:
+            if len(refusals) > 1:
+                raise UploadRefused(refusals)
             if refusals:
                 raise refusals[0].error
             raise ServerLoraError("server_dataset.nothing_to_add")

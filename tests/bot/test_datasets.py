@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from bot.container import build_container
-from bot.lora_services import ServerLoraError, Upload
+from bot.lora_services import ServerLoraError, Upload, UploadRefused
 from bot.settings import load_settings
 from generation.datasets import DatasetError
 from storage.records import Scope
@@ -114,6 +114,13 @@ def test_bad_uploads_are_refused_each_with_its_reason(container):
     assert error.value.code == "server_dataset.duplicate"
     assert "#1" in error.value.message() and "ok.png" in error.value.message()
     assert "第 1 张" in error.value.message("zh-CN")
+
+    # several files, every one refused: each reason is given, not only the first
+    with pytest.raises(UploadRefused) as error:
+        datasets.add_images(A, "ink", [Upload("again.png", picture(1)), Upload("words.png", b"not a picture")])
+    assert [(r.filename, r.error.code) for r in error.value.refusals] == [
+        ("again.png", "server_dataset.duplicate"), ("words.png", "dataset.not_an_image")]
+    assert "2" in error.value.message() and "again.png" in error.value.message()
 
     # before downloading: announced sizes, and the count
     with pytest.raises(DatasetError) as error:

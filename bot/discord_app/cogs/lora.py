@@ -91,11 +91,11 @@ from bot.lora_services import (
     ServerLoraError,
     TrainOptions,
     Upload,
+    UploadRefused,
     before_after_png,
     may_manage,
 )
 from bot.preferences import check_manage_guild
-from generation.datasets import DatasetError
 from generation.errors import BrushworkError
 from generation.i18n import translate
 from generation.queue import JobCancelled, JobDone, JobFailed, JobProgress, JobQueued, JobRequeued, JobStarted
@@ -121,9 +121,6 @@ CHOICES = 25  # Discord's autocomplete limit
 MAX_CAPTION = MAX_CAPTION_CHARS  # what the service accepts, enforced by Discord's client too
 #: Answers being written when the bot closes get this long to finish (the job already ended).
 DELIVERY_GRACE_S = 10.0
-#: Per-file refusals: when every file of a multi-file upload was refused, each is checked alone
-#: so that every reason is listed (the service raises only the first).
-PER_FILE_CODES = frozenset({"server_dataset.duplicate", "server_dataset.duplicate_upload"})
 
 
 # ---------------------------------------------------------------------- who may do what
@@ -286,10 +283,6 @@ def add_text(who: Caller, name: str, outcome: AddOutcome) -> str:
     if outcome.added:
         lines.append(who.t("lora_cmd.dataset.added_hint", name=outcome.dataset.name if outcome.dataset else name))
     return clip("\n".join(lines))
-
-
-def is_per_file(error: BrushworkError) -> bool:
-    return isinstance(error, DatasetError) or error.code in PER_FILE_CODES
 
 
 def find_image(images: Sequence[DatasetImageRecord], ref: str) -> tuple[int, DatasetImageRecord] | None:
@@ -736,18 +729,8 @@ class Lora(commands.Cog):
         outcome = AddOutcome()
         try:
             outcome.take(self.datasets.add_images(who.scope, name, uploads, caption=caption))
-            return outcome
-        except BrushworkError as error:
-            if len(uploads) < 2 or not is_per_file(error):
-                raise
-        # Every file was refused: the service names the first; each alone names its own reason.
-        for upload in uploads:
-            try:
-                outcome.take(self.datasets.add_images(who.scope, name, [upload], caption=caption))
-            except BrushworkError as error:
-                if not is_per_file(error):
-                    raise
-                outcome.refused.append(Refusal(upload.filename, error))
+        except UploadRefused as error:  # every file refused: list each one's reason
+            outcome.refused.extend(error.refusals)
         return outcome
 
     @dataset.command(name="show", description=text("The contact sheet: every image numbered, with its caption",
