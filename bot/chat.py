@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from bot.guild_policy import check_channel, guard_request, safety_policy
@@ -63,6 +64,8 @@ MAX_CHOICES = 25  # Discord's limit for autocomplete
 SETTINGS_TTL_S = 5.0
 #: The pending-jobs snapshot behind the pre-acknowledgement admission check is this fresh.
 PENDING_TTL_S = 1.0
+#: How long after a job ended a restarted bot still delivers an answer it owes.
+UNDELIVERED_WINDOW = timedelta(days=1)
 
 
 # ---------------------------------------------------------------------- values
@@ -182,7 +185,7 @@ class RemixForm:
 
 @dataclass(frozen=True, slots=True)
 class Followed:
-    """An unfinished job the bot answers for (re-attached after a restart)."""
+    """A job whose answer the bot still owes (re-attached after a restart)."""
 
     job_id: str
     reply_ref: dict[str, Any]
@@ -579,14 +582,22 @@ class ChatService:
                      ", ".join(f"{v.label} {v.score:.2f}" for v in verdicts if not v.allowed))
         return verdicts
 
-    def followed_jobs(self) -> list[Followed]:
-        """Unfinished jobs with a chat reply reference: the bot follows them again after a restart."""
+    def owed_jobs(self, ref_version: Any) -> list[JobRecord]:
+        """Jobs whose chat answer is still owed, of one reply-reference kind (``v``): unfinished
+        ones, and ones that ended in the last day without their answer being delivered (the bot
+        stopped, or another process's worker finished them while it was down).  Every follower
+        (/imagine, /compare, /lora train) takes them up again after a restart."""
+        since = datetime.now(UTC) - UNDELIVERED_WINDOW
         with self._uow() as uow:
-            records = uow.jobs.list_by_status(JobStatus.QUEUED, JobStatus.RUNNING)
+            records = uow.jobs.list_by_status(JobStatus.QUEUED, JobStatus.RUNNING) + uow.jobs.finished_since(since)
+        return [record for record in records
+                if record.reply_ref and record.reply_ref.get("v") == ref_version
+                and not record.reply_ref.get("delivered")]
+
+    def followed_jobs(self) -> list[Followed]:
+        """The /imagine answers still owed (:meth:`owed_jobs` of reply references ``v`` 1)."""
         followed = []
-        for record in records:
-            if not record.reply_ref or record.reply_ref.get("v") != 1 or record.reply_ref.get("delivered"):
-                continue
+        for record in self.owed_jobs(1):
             plan = (record.request or {}).get("plan")
             try:
                 plan = GenerationPlan.from_dict(dict(plan)) if plan else None

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, true, update
+from sqlalchemy import ColumnElement, String, and_, bindparam, cast, func, or_, select, true, update
 from sqlalchemy.orm import Session
 
 from storage.errors import IdsExhausted, InvalidValue, NotFound, PermissionDenied, StaleState
@@ -452,6 +452,19 @@ class JobRepository:
         raise IdsExhausted("job", attempts)
 
     # -- the queue ---------------------------------------------------------------------
+    def finished_since(self, since: datetime, *, limit: int = 1000) -> list[JobRecord]:
+        """Jobs that ended (done, failed, cancelled) at or after ``since`` and carry a reply
+        reference, oldest first: answers a restarted bot may still owe."""
+        finished = [status.value for status in JobStatus if status.finished]
+        query = (
+            select(Job)
+            .where(Job.status.in_(finished), Job.finished_at >= since, Job.reply_ref.is_not(None),
+                   cast(Job.reply_ref, String) != "null")  # JSON columns store None as JSON null
+            .order_by(Job.finished_at, Job.id)
+            .limit(limit)
+        )
+        return [_job_record(row) for row in self._session.scalars(query)]
+
     def counts(self, owner_id: int, guild_id: int | None) -> JobCounts:
         """Queued and running jobs of the user, of the server, of everyone.
 

@@ -368,7 +368,7 @@ class Followers:
                 self.followers.pop(follower.job_id, None)
 
     async def resume(self) -> int:
-        """Follow again every unfinished job that a chat message waits for (after a restart)."""
+        """Follow again every job whose chat answer is owed (after a restart)."""
         followed = await asyncio.to_thread(self.bot.container.chat.followed_jobs)
         for item in followed:
             try:

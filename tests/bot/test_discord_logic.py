@@ -339,3 +339,30 @@ async def test_a_failing_edit_does_not_stop_the_editor():
     await asyncio.sleep(0.01)
     await editor.close()
     assert calls == [1, 2] and editor.applied == 1
+
+
+def test_owed_jobs_are_the_unanswered_ones_of_one_reply_kind(container):
+    from datetime import UTC, datetime, timedelta
+
+    from storage.records import NewJob
+
+    def job(ref, status=None, finished_ago=None):
+        with container.unit_of_work() as uow:
+            record = uow.jobs.add(NewJob(kind="generate", owner_id=ALICE, guild_id=GUILD, request={}, reply_ref=ref))
+            if status is not None:
+                uow.jobs.update(record.public_id, status=status,
+                                finished_at=datetime.now(UTC) - finished_ago if finished_ago else None)
+            uow.commit()
+        return record.public_id
+
+    waiting = job({"v": 1})
+    running = job({"v": 1}, "running")
+    ended_unanswered = job({"v": 1}, "done", timedelta(hours=2))
+    job({"v": 1, "delivered": True}, "done", timedelta(hours=2))  # answered
+    job({"v": 1}, "failed", timedelta(days=2))  # too long ago: the token and the moment are gone
+    job(None)  # the command line's
+    compare = job({"v": "compare1"}, "cancelled", timedelta(minutes=5))
+
+    assert sorted(r.public_id for r in container.chat.owed_jobs(1)) == sorted([waiting, running, ended_unanswered])
+    assert [r.public_id for r in container.chat.owed_jobs("compare1")] == [compare]
+    assert sorted(f.job_id for f in container.chat.followed_jobs()) == sorted([waiting, running, ended_unanswered])

@@ -4,6 +4,7 @@ the bot token and interaction tokens never reach the logs; `brushwork run`."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 
@@ -11,7 +12,7 @@ import pytest
 
 from bot.discord_app.client import SecretFilter, configure_logging
 from generation.metadata import read_recipe
-from storage.records import JobStatus
+from storage.records import JobStatus, Scope
 from tests.fakediscord import permissions as perms
 
 pytestmark = pytest.mark.slow
@@ -259,3 +260,33 @@ async def test_a_deleted_status_message_still_gets_its_result(brushwork_bot):
                             description="the result as a new message")
     result = next(m for m in interaction.followups if m.attachments)
     assert not result.ephemeral and result.custom_ids[-1].startswith("bw1:d:")
+
+
+async def test_a_job_finished_while_the_bot_was_down_is_answered_after_the_restart(brushwork_bot):
+    h = brushwork_bot
+    with h.engine.held():
+        interaction = await h.imagine(h.world.alice, h.world.general, "finished offline --seed 5")
+        await h.fake.wait_for_response(interaction)
+        await h.fake.wait_for_edit(interaction.original, lambda m: "bw1:c:" in " ".join(m.custom_ids))
+        job_id = next(c for c in interaction.original.custom_ids if c.startswith("bw1:c:")).split(":")[-1]
+        await h.stop()
+
+    # Another process (here: a bare container with its worker, no bot) finishes the job.
+    container = h.build_container()
+    try:
+        queue = container.start_workers()
+        await asyncio.to_thread(queue.handle(job_id).wait, 60)
+        with container.unit_of_work() as uow:
+            job = uow.jobs.get(job_id, Scope.local_operator())
+        assert job.status is JobStatus.DONE and not job.reply_ref.get("delivered")
+    finally:
+        container.close()
+
+    await h.start()
+    message = await h.wait_for_result(interaction)
+    assert message is interaction.original
+    assert read_recipe(message.attachments[0].data).request.seed == 5
+    await h.bot.followers.wait(timeout=30)
+    with h.store_rows() as uow:
+        job = uow.jobs.get(job_id, Scope.local_operator())
+    assert job.reply_ref["delivered"] and job.reply_ref["token"] is None

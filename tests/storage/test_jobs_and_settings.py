@@ -121,6 +121,26 @@ def test_list_by_status_is_in_queue_order(uow_factory):
     assert len(both) == 2
 
 
+def test_finished_since_lists_ended_jobs_with_a_reply_reference_oldest_first(uow_factory):
+    ref = {"v": 1, "channel": 7}
+    old, late, early = (_job(uow_factory, reply_ref=ref) for _ in range(3))
+    no_ref = _job(uow_factory)
+    still_running = _job(uow_factory, reply_ref=ref)
+    when = {old.public_id: datetime(2025, 1, 1, tzinfo=UTC), early.public_id: datetime(2025, 1, 3, tzinfo=UTC),
+            late.public_id: datetime(2025, 1, 4, tzinfo=UTC), no_ref.public_id: datetime(2025, 1, 4, tzinfo=UTC)}
+    with uow_factory() as uow:
+        for job_id, at in when.items():
+            uow.jobs.update(job_id, status="failed" if job_id == late.public_id else "done", finished_at=at)
+        uow.jobs.update(still_running.public_id, status="running")
+        uow.commit()
+    with uow_factory() as uow:
+        found = uow.jobs.finished_since(datetime(2025, 1, 2, tzinfo=UTC))
+        capped = uow.jobs.finished_since(datetime(2025, 1, 2, tzinfo=UTC), limit=1)
+    assert [j.public_id for j in found] == [early.public_id, late.public_id]
+    assert [j.status for j in found] == [JobStatus.DONE, JobStatus.FAILED]
+    assert [j.public_id for j in capped] == [early.public_id]
+
+
 def test_user_settings_round_trip(uow_factory):
     with uow_factory() as uow:
         fresh = uow.settings.get_user(2**62)

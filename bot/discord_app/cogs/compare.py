@@ -38,7 +38,6 @@ from bot.jobs import compare_of, compare_submission
 from bot.services import ComparePlan, compare_grid
 from generation.errors import BrushworkError
 from generation.queue import JobCancelled, JobDone, JobFailed, JobProgress, JobQueued, JobRequeued, JobStarted
-from storage.records import JobStatus
 
 if TYPE_CHECKING:
     from bot.discord_app.client import BrushworkBot
@@ -224,17 +223,13 @@ class Compare(commands.Cog):
         task.add_done_callback(self._followers.discard)
 
     async def resume(self) -> int:
-        """Follow again the comparisons that were waiting or running when the bot stopped."""
+        """Follow again the comparisons whose answer is owed (waiting, running, or finished while the bot was down)."""
         container = self.bot.container
 
         def unfinished() -> list[tuple[str, dict[str, Any], ComparePlan]]:
-            with container.unit_of_work() as uow:
-                records = uow.jobs.list_by_status(JobStatus.QUEUED, JobStatus.RUNNING)
             found = []
-            for record in records:
-                ref = record.reply_ref or {}
-                if ref.get("v") != REF_VERSION:
-                    continue
+            for record in container.chat.owed_jobs(REF_VERSION):
+                ref = record.reply_ref
                 try:
                     plan = compare_of(record.request)
                 except (BrushworkError, KeyError, TypeError, ValueError):

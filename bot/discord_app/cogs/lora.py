@@ -100,7 +100,7 @@ from generation.errors import BrushworkError
 from generation.i18n import translate
 from generation.queue import JobCancelled, JobDone, JobFailed, JobProgress, JobQueued, JobRequeued, JobStarted
 from storage.ids import ALPHABET, is_public_id, normalize_public_id
-from storage.records import JobStatus, LoraStatus
+from storage.records import LoraStatus
 
 if TYPE_CHECKING:
     from bot.discord_app.client import BrushworkBot
@@ -898,17 +898,15 @@ class Lora(commands.Cog):
                 self._following.pop(follower.job_id, None)
 
     async def resume(self) -> int:
-        """Follow again the trainings that were waiting or running when the bot stopped."""
+        """Follow again the trainings whose answer is owed (waiting, running, or finished while the bot was down)."""
         container = self.bot.container
 
         def unfinished() -> list[tuple[str, dict[str, Any], TrainingHead]]:
-            with container.unit_of_work() as uow:
-                records = uow.jobs.list_by_status(JobStatus.QUEUED, JobStatus.RUNNING)
             found = []
-            for record in records:
-                ref = record.reply_ref or {}
+            for record in container.chat.owed_jobs(REF_VERSION):
+                ref = record.reply_ref
                 payload = (record.request or {}).get("training")
-                if ref.get("v") != REF_VERSION or ref.get("delivered") or not payload:
+                if not payload:
                     continue
                 try:
                     found.append((record.public_id, dict(ref), TrainingHead.of_payload(payload)))
