@@ -5,6 +5,8 @@ boosted servers) and more than 10 attachments per message.  The original PNG —
 carries the recipe — is uploaded whenever it fits; otherwise the image is re-encoded (high
 quality WebP, then JPEG at falling quality, then halved in size) until it does, and the
 message says which images were re-encoded so users know the full PNG is in `/info`/history.
+A re-encoded copy keeps the recipe's A1111 text in its EXIF ``UserComment`` (where A1111
+writes it for JPEG and WebP), so `brushwork show` and A1111's PNG Info still read it.
 Files are spread over as many messages as needed, at most 10 per message and within the
 total request size Discord accepts.
 """
@@ -16,8 +18,11 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from generation.metadata import recipe_exif
+
 MAX_FILES_PER_MESSAGE = 10
 REQUEST_OVERHEAD = 64 * 1024  # multipart framing and the JSON payload
+JPEG_EXIF_LIMIT = 65_533  # one APP1 segment; a recipe is far below it (prompts are ≤ 4000 characters)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +41,7 @@ def fit_image(filename: str, png: bytes, limit: int) -> Upload:
     if len(png) <= limit:
         return Upload(filename, png, original=True)
     stem = filename.rsplit(".", 1)[0]
+    exif = recipe_exif(png) or b""
     with Image.open(io.BytesIO(png)) as source:
         image = source.convert("RGB")
     attempts = [("WEBP", {"quality": 95, "method": 4}), ("JPEG", {"quality": 92, "optimize": True}),
@@ -43,7 +49,8 @@ def fit_image(filename: str, png: bytes, limit: int) -> Upload:
     while True:
         for fmt, options in attempts:
             buffer = io.BytesIO()
-            image.save(buffer, format=fmt, **options)
+            fits = fmt == "WEBP" or len(exif) <= JPEG_EXIF_LIMIT
+            image.save(buffer, format=fmt, exif=exif if fits else b"", **options)
             if buffer.tell() <= limit:
                 extension = "webp" if fmt == "WEBP" else "jpg"
                 return Upload(f"{stem}.{extension}", buffer.getvalue(), original=False)

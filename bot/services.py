@@ -43,6 +43,8 @@ if TYPE_CHECKING:  # the engine pulls in torch: only the worker needs it
     from generation.engine import GeneratedImage as EngineImage
     from generation.models import ModelRegistry
 
+#: A source that names an image file rather than an image id (its recipe is read from the file).
+RECIPE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 # ---------------------------------------------------------------------- values
 
@@ -343,10 +345,10 @@ class ImageService:
 
     # -- finding images ----------------------------------------------------------------
     def find_parent(self, source: str, scope: Scope) -> ParentImage:
-        """An image by public id (checked against the scope) or by PNG file path."""
+        """An image by public id (checked against the scope) or by image file path (PNG, or a JPEG/WebP with A1111 EXIF)."""
         text = source.strip()
         path = Path(text).expanduser()
-        if text.lower().endswith(".png") or path.is_file():
+        if text.lower().endswith(RECIPE_SUFFIXES) or path.is_file():
             if not path.is_file():
                 raise ImageNotFound("image.file_missing", path=text)
             recipe = read_recipe(path)
@@ -371,7 +373,7 @@ class ImageService:
 
     def show(self, source: str, scope: Scope) -> ImageDetails:
         text = source.strip()
-        if text.lower().endswith(".png") or Path(text).expanduser().is_file():
+        if text.lower().endswith(RECIPE_SUFFIXES) or Path(text).expanduser().is_file():
             path = Path(text).expanduser()
             if not path.is_file():
                 raise ImageNotFound("image.file_missing", path=text)

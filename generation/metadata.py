@@ -15,6 +15,10 @@ images made by A1111 (or anything writing its format) can be reused too.  Readin
 decodes pixels: the chunks are walked one by one, and Pillow only opens the header (which
 is where its decompression-bomb limit applies).
 
+JPEG and WebP copies (the bot re-encodes results too large for a Discord upload) carry the
+``parameters`` text where A1111 puts it for those formats: the EXIF ``UserComment`` tag,
+UTF-16 with the ``UNICODE`` prefix (:func:`recipe_exif`); :func:`read_recipe` reads it back.
+
 Every problem with a file or a text is a :class:`~generation.errors.MetadataError` whose
 code names what is wrong; a request that cannot be written (unresolved, several images) is
 a programming error and raises :class:`ValueError`.
@@ -66,6 +70,10 @@ KNOWN_KEYS = frozenset({
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_TEXT_CHUNK = 1024 * 1024  # a recipe is a few KiB; a larger chunk with our key is refused
 _TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+EXIF_IFD = 0x8769  # the Exif sub-IFD
+USER_COMMENT = 0x9286  # where A1111 writes the parameters text in JPEG and WebP files
+_COMMENT_PREFIXES = {b"UNICODE\0": "utf-16", b"ASCII\0\0\0": "latin-1", b"\0" * 8: "utf-8"}
+EXIF_FORMATS = ("JPEG", "WEBP")
 _OUR_KEYS = (PARAMETERS_KEY, BRUSHWORK_KEY)
 
 
@@ -200,6 +208,21 @@ def png_bytes(
     out = io.BytesIO()
     image.save(out, format="PNG", pnginfo=info, compress_level=compress_level)
     return out.getvalue()
+
+
+def recipe_exif(png: bytes) -> bytes | None:
+    """EXIF bytes carrying the ``parameters`` text of ``png`` as A1111 writes it into JPEG and
+    WebP files (``UserComment``, ``UNICODE`` + UTF-16BE), for a re-encoded copy; ``None`` when
+    the PNG has no recipe.  Pass the result as Pillow's ``exif=`` when saving the copy."""
+    try:
+        text = read_recipe(png).infotext
+    except MetadataError:
+        return None
+    if not text:
+        return None
+    exif = Image.Exif()
+    exif.get_ifd(EXIF_IFD)[USER_COMMENT] = b"UNICODE\0" + text.encode("utf-16-be")
+    return exif.tobytes()
 
 
 def _check_writable(request: Request) -> None:
@@ -490,9 +513,15 @@ def _parse_lora_hashes(text: str | None) -> dict[str, str]:
 
 
 def read_recipe(source: bytes | str | os.PathLike | BinaryIO) -> Recipe:
-    """The recipe of a PNG: its ``brushwork`` chunk, else its A1111 ``parameters`` chunk."""
+    """The recipe of an image: a PNG's ``brushwork`` chunk, else its A1111 ``parameters``
+    chunk; a JPEG's or WebP's A1111 EXIF ``UserComment``."""
     with _opened(source) as stream:
-        texts = _read_png_texts(stream)
+        if stream.read(8) == PNG_SIGNATURE:
+            stream.seek(0)
+            texts = _read_png_texts(stream)
+        else:
+            stream.seek(0)
+            return _exif_recipe(stream)
     infotext_text = texts.get(PARAMETERS_KEY)
     if BRUSHWORK_KEY in texts:
         return _brushwork_recipe(texts[BRUSHWORK_KEY], infotext_text)
@@ -562,6 +591,50 @@ def _read_png_texts(stream: BinaryIO) -> dict[str, str]:
     stream.seek(0)
     _check_with_pillow(stream)
     return texts
+
+
+def _exif_recipe(stream: BinaryIO) -> Recipe:
+    """The recipe of a JPEG or WebP file: its EXIF ``UserComment`` (header only, never pixels)."""
+    try:
+        with Image.open(stream) as image:
+            kind = image.format or "?"
+            comment = image.getexif().get_ifd(EXIF_IFD).get(USER_COMMENT) if kind in EXIF_FORMATS else None
+    except Image.DecompressionBombError as exc:  # Pillow's limit, checked on opening the header
+        raise MetadataError("metadata.too_many_pixels", limit=Image.MAX_IMAGE_PIXELS * 2) from exc
+    except (UnidentifiedImageError, SyntaxError, OSError, ValueError, EOFError, struct.error):
+        raise MetadataError("metadata.not_image") from None
+    if kind not in EXIF_FORMATS:
+        raise MetadataError("metadata.not_png", format=kind)
+    text = _user_comment(comment) if comment else None
+    if not text or not text.strip():
+        raise MetadataError("metadata.missing_exif", format=kind)
+    parsed = parse_infotext(text)
+    return Recipe(request=parsed.request, infotext=text, model_hash=parsed.model_hash,
+                  lora_hashes=parsed.lora_hashes, origin="a1111", version=parsed.version)
+
+
+def _user_comment(value: bytes | str) -> str:
+    """An EXIF ``UserComment``: an 8-byte character-code prefix, then the text.  ``UNICODE``
+    is UTF-16, big-endian as A1111 (piexif) writes it unless a byte-order mark says otherwise
+    or the zero bytes of ASCII characters show little-endian."""
+    if isinstance(value, str):  # some writers store it as ASCII text, prefix and all
+        return value.removeprefix("ASCII\0\0\0").rstrip("\0")
+    if len(value) > MAX_TEXT_CHUNK:
+        raise MetadataError("metadata.comment_too_large", size=len(value), limit=MAX_TEXT_CHUNK)
+    prefix, body = value[:8], value[8:]
+    encoding = _COMMENT_PREFIXES.get(prefix)
+    if encoding is None:  # no prefix at all: the whole value is the text
+        encoding, body = "utf-8", value
+    if encoding == "utf-16":
+        if body[:2] in (b"\xfe\xff", b"\xff\xfe"):
+            encoding = "utf-16"  # the mark decides
+        else:
+            even_zeros, odd_zeros = body[0::2].count(0), body[1::2].count(0)
+            encoding = "utf-16-le" if odd_zeros > even_zeros else "utf-16-be"
+    try:
+        return body.decode(encoding).rstrip("\0")
+    except UnicodeDecodeError:
+        raise MetadataError("metadata.corrupt", part="EXIF UserComment") from None
 
 
 def _read_text_chunk(stream: BinaryIO, kind: bytes, length: int, texts: dict[str, str]) -> None:

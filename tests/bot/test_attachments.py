@@ -33,6 +33,19 @@ def test_oversize_png_is_reencoded_under_the_limit():
         assert img.size[0] >= 64
 
 
+def test_a_reencoded_copy_keeps_the_recipe():
+    from generation.metadata import png_bytes, read_recipe
+    from generation.request import Request
+
+    request = Request(prompt="灯塔, dusk", seed=42, steps=20, cfg=7.0, sampler="Euler a", width=256, height=256,
+                      model="tiny")
+    image = Image.frombytes("RGB", (256, 256), os.urandom(256 * 256 * 3))
+    png = png_bytes(image, request=request, model_hash="0123456789", lora_hashes={}, version="0.1.0")
+    upload = fit_image("k3x9fq2a.png", png, limit=len(png) // 3)
+    assert not upload.original
+    assert read_recipe(upload.data).request == request
+
+
 def test_tiny_limit_shrinks_rather_than_drops():
     png = noisy_png(512)
     upload = fit_image("x.png", png, limit=20_000)

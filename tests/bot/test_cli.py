@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -129,6 +130,7 @@ def test_user_mistakes_exit_2_with_one_line(home, tmp_path):
         (["show", "zzzzzzzz"], "No image"),
         (["show", "not an id"], "neither an image id"),
         (["reroll", "missing.png"], "no file"),
+        (["upscale", "missing.webp"], "no file"),
         (["tweak", "zzzzzzzz", "--steps 4"], "No image"),
         (["history", "--limit", "0"], "1-100"),
     ],
@@ -153,6 +155,23 @@ def test_not_a_png_is_refused_clearly(home, tmp_path, capsys):
     bogus.write_bytes(b"not a png at all")
     assert main(["show", str(bogus)]) == 2
     assert "PNG" in capsys.readouterr().err
+
+
+def test_a_jpeg_copy_made_for_discord_still_shows_its_recipe(home, tmp_path, capsys):
+    from bot.attachments import fit_image
+    from generation.metadata import png_bytes
+    from generation.request import Request
+
+    request = Request(prompt="a lighthouse", seed=7, steps=3, cfg=7.0, sampler="Euler a", width=256, height=256,
+                      model="tiny")
+    noise = Image.frombytes("RGB", (256, 256), random.Random(7).randbytes(256 * 256 * 3))
+    png = png_bytes(noise, request=request, model_hash="0123456789", lora_hashes={}, version="0.1.0")
+    copy = fit_image("k3x9fq2a.png", png, limit=len(png) // 4)
+    path = tmp_path / copy.filename
+    path.write_bytes(copy.data)
+    assert main(["show", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "a lighthouse" in out and "--seed 7" in out and "Steps: 3" in out
 
 
 def test_help_everywhere(capsys):

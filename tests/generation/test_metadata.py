@@ -26,6 +26,7 @@ from generation.metadata import (
     parse_infotext,
     png_bytes,
     read_recipe,
+    recipe_exif,
 )
 from generation.request import MAX_SEED, Hires, LoraRef, Request
 from generation.samplers import sampler_names
@@ -533,8 +534,73 @@ def test_not_an_image():
 
 def test_other_image_formats_are_named():
     out = io.BytesIO()
-    Image.new("RGB", (8, 8)).save(out, "JPEG")
-    assert "JPEG" in expect_error(out.getvalue(), "metadata.not_png").message()
+    Image.new("RGB", (8, 8)).save(out, "GIF")
+    error = expect_error(out.getvalue(), "metadata.not_png")
+    assert "GIF" in error.message() and "JPEG" in error.message()
+
+
+def encoded(fmt: str, exif: bytes = b"") -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 60)).save(out, fmt, exif=exif)
+    return out.getvalue()
+
+
+def comment_exif(raw: bytes) -> bytes:
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9286] = raw
+    return exif.tobytes()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP"])
+def test_jpeg_and_webp_copies_carry_the_recipe_in_exif_like_a1111(fmt):
+    request = make_request(prompt="山水画, ink wash (mist:1.2)", negative_prompt="blurry",
+                           loras=(LoraRef("inkwash", 0.8),))
+    png = small_png(request=request, lora_hashes={"inkwash": "5687ec4ba6e5"})
+    exif = recipe_exif(png)
+    data = encoded(fmt, exif)
+    with Image.open(io.BytesIO(data)) as image:  # where A1111 looks: UserComment, UNICODE + UTF-16BE
+        raw = image.getexif().get_ifd(0x8769)[0x9286]
+    assert raw[:8] == b"UNICODE\0" and raw[8:].decode("utf-16-be") == read_recipe(png).infotext
+    recipe = read_recipe(data)
+    assert recipe.origin == "a1111" and recipe.infotext == read_recipe(png).infotext
+    assert recipe.request == request and recipe.lora_hashes == {"inkwash": "5687ec4ba6e5"}
+    assert recipe.model_hash == "6ce0161689"
+
+
+def test_a_png_without_a_recipe_gives_no_exif():
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(out, "PNG")
+    assert recipe_exif(out.getvalue()) is None
+
+
+@pytest.mark.parametrize("raw", [
+    lambda text: b"UNICODE\0" + text.encode("utf-16-le"),  # little-endian writers
+    lambda text: b"UNICODE\0" + text.encode("utf-16"),  # with a byte-order mark
+    lambda text: b"ASCII\0\0\0" + text.encode("ascii"),
+    lambda text: b"\0" * 8 + text.encode("utf-8"),  # "undefined" character code
+], ids=["utf16-le", "utf16-bom", "ascii", "undefined"])
+def test_user_comment_encodings_other_writers_use(raw):
+    text = text_of(make_request())
+    assert read_recipe(encoded("JPEG", comment_exif(raw(text)))).request == make_request()
+
+
+def test_jpeg_without_a_recipe_says_so():
+    error = expect_error(encoded("JPEG"), "metadata.missing_exif")
+    assert "JPEG" in error.message() and "UserComment" in error.message()
+    expect_error(encoded("WEBP", comment_exif(b"UNICODE\0")), "metadata.missing_exif")
+
+
+def test_jpeg_bomb_is_refused_from_its_header():
+    data = bytearray(encoded("JPEG"))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", 60000, 60000)  # height, width in the frame header
+    error = expect_error(bytes(data), "metadata.too_many_pixels")
+    assert str(Image.MAX_IMAGE_PIXELS * 2) in error.message()
+
+
+def test_oversized_user_comment_is_refused():
+    raw = b"UNICODE\0" + ("a" * (MAX_TEXT_CHUNK // 2 + 10)).encode("utf-16-be")
+    expect_error(encoded("WEBP", comment_exif(raw)), "metadata.comment_too_large")
 
 
 @pytest.mark.parametrize("cut", [10, 30, 60, 120, -30, -12, -4])
