@@ -119,7 +119,8 @@ class Container:
             limits=DatasetLimits(max_datasets=s.dataset_max_per_guild, max_images=s.dataset_max_images,
                                  max_bytes=int(s.dataset_max_mb_per_guild * mb),
                                  max_image_bytes=int(s.dataset_max_image_mb * mb),
-                                 max_zip_bytes=int(s.dataset_max_zip_mb * mb)))
+                                 max_zip_bytes=int(s.dataset_max_zip_mb * mb),
+                                 max_upload_bytes=int(s.dataset_max_upload_mb * mb)))
         self.loras = LoraService(
             uow_factory=self.unit_of_work, files=AssetStore(s.server_loras_dir), datasets=self.datasets,
             registry=self.registry, engine=self.engine, queue=lambda: self.queue, folder=s.loras_dir,

@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from difflib import get_close_matches
@@ -72,6 +73,7 @@ from storage.records import (
     NewDatasetImage,
     NewLora,
     Scope,
+    scope_key,
 )
 from storage.unit_of_work import UnitOfWork
 
@@ -133,6 +135,7 @@ class DatasetLimits:
     max_bytes: int = 1024 * MB  # stored dataset images per namespace
     max_image_bytes: int = 20 * MB  # one uploaded image, checked before it is decoded
     max_zip_bytes: int = 200 * MB
+    max_upload_bytes: int = 100 * MB  # the loose images of one upload together (a zip has its own cap)
     max_caption_chars: int = MAX_CAPTION_CHARS
 
     def zip_limits(self) -> ZipLimits:
@@ -184,18 +187,35 @@ class _Candidate:
     order: int = 0  # the upload it came from (refusals are listed in upload order)
 
 
+class NamespaceLocks:
+    """One lock per namespace (a server, or one user's direct messages and command line).  A
+    quota check and the writes it admits happen under it, so two uploads or trainings at the
+    same moment cannot both pass one quota.  In-process: a second process on the same database
+    (the command line beside the bot) is not serialised with it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+
+    def __call__(self, scope: Scope) -> threading.Lock:
+        key = scope_key(scope)
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+
 class DatasetService:
     def __init__(self, *, uow_factory: Callable[[], UnitOfWork], files: AssetStore,
                  limits: DatasetLimits | None = None) -> None:
         self._uow = uow_factory
         self.files = files
         self.limits = limits or DatasetLimits()
+        self.locks = NamespaceLocks()
 
     # -- datasets ----------------------------------------------------------------------
     def create(self, scope: Scope, name: str) -> DatasetRecord:
         name = _check_name(name, "server_dataset.bad_name")
         try:
-            with self._uow() as uow:
+            with self.locks(scope), self._uow() as uow:
                 count = len(uow.datasets.list(scope))
                 if count >= self.limits.max_datasets:
                     raise ServerLoraError("server_dataset.too_many", count=count, limit=self.limits.max_datasets)
@@ -240,6 +260,7 @@ class DatasetService:
         if not files:
             raise ServerLoraError("server_dataset.nothing_to_add")
         images = 0
+        self._check_upload_total([size for filename, size in files if not filename.lower().endswith(".zip")])
         for filename, size in files:
             if filename.lower().endswith(".zip"):
                 if size > self.limits.max_zip_bytes:
@@ -267,6 +288,7 @@ class DatasetService:
             self._dataset(uow, scope, name)
         if not uploads:
             raise ServerLoraError("server_dataset.nothing_to_add")
+        self._check_upload_total([len(u.data) for u in uploads if archive_kind(u.data[:16]) != "ZIP"])
         default_caption = self.clean_caption(caption, label="caption") if caption else None
         candidates: list[_Candidate] = []
         refused: list[tuple[int, Refusal]] = []
@@ -300,6 +322,13 @@ class DatasetService:
 
     def _add(self, scope: Scope, name: str, candidates: list[_Candidate],
              refused: list[tuple[int, Refusal]]) -> AddResult:
+        """Duplicates and quotas checked, then files written and rows added: all under the
+        namespace's lock, so concurrent uploads are counted one after the other."""
+        with self.locks(scope):
+            return self._add_locked(scope, name, candidates, refused)
+
+    def _add_locked(self, scope: Scope, name: str, candidates: list[_Candidate],
+                    refused: list[tuple[int, Refusal]]) -> AddResult:
         with self._uow() as uow:
             dataset = self._dataset(uow, scope, name)
             existing = uow.datasets.find_pictures(scope, name, [c.image.sha256 for c in candidates])
@@ -360,6 +389,12 @@ class DatasetService:
                 raise self._not_found(scope, name) from None
             raise
         return AddResult(dataset=record, added=tuple(added), refused=refusals)
+
+    def _check_upload_total(self, sizes: Sequence[int]) -> None:
+        if sum(sizes) > self.limits.max_upload_bytes:
+            raise ServerLoraError("server_dataset.upload_too_large", count=len(sizes), size=megabytes(sum(sizes)),
+                                  limit=megabytes(self.limits.max_upload_bytes),
+                                  zip_limit=megabytes(self.limits.max_zip_bytes))
 
     def _check_count(self, dataset: DatasetRecord, adding: int) -> None:
         if dataset.image_count + adding > self.limits.max_images:
@@ -721,15 +756,21 @@ class LoraService:
             raise ServerLoraError("server_lora.too_many_steps", value=config.steps, limit=self.limits.max_steps)
         return config
 
-    def _reserve(self, scope: Scope, new: NewLora) -> tuple[LoraRecord, list[str]]:
+    def _reserve(self, scope: Scope, new: NewLora, public_id: str | None = None) -> tuple[LoraRecord, list[str]]:
+        """Add the LoRA's row — the count quota checked again under the namespace's lock, so
+        two trainings or imports at once cannot both take the last place.  A failed LoRA of
+        the same name gives way; its id is returned so its files can go."""
         displaced: list[str] = []
         try:
-            with self._uow() as uow:
+            with self._datasets.locks(scope), self._uow() as uow:
+                count, _bytes = uow.loras.usage(scope)
+                if count >= self.limits.max_loras:
+                    raise ServerLoraError("server_lora.too_many", count=count, limit=self.limits.max_loras)
                 with contextlib.suppress(NotFound):
                     holder = uow.loras.get(scope, new.name)
                     if holder.status is LoraStatus.FAILED:
                         displaced.append(holder.public_id)
-                lora = uow.loras.add(scope, new)
+                lora = uow.loras.add(scope, new, public_id=public_id)
                 uow.commit()
         except NameTaken:
             with self._uow() as uow:
@@ -898,7 +939,7 @@ class LoraService:
                           file_path=stored.relative_path, sha256=stored.sha256, short_hash=short_hash,
                           size_bytes=stored.size,
                           dataset_size=_int(meta.get("brushwork.dataset_size") or meta.get("ss_num_train_images")))
-            record, displaced = self._reserve_ready(scope, new, public_id)
+            record, displaced = self._reserve(scope, new, public_id)
         except BaseException:
             with contextlib.suppress(OSError):
                 self.files.delete(stored.relative_path)
@@ -906,20 +947,6 @@ class LoraService:
         for old in displaced:
             self._remove_workdir(old)
         return record
-
-    def _reserve_ready(self, scope: Scope, new: NewLora, public_id: str) -> tuple[LoraRecord, list[str]]:
-        displaced: list[str] = []
-        try:
-            with self._uow() as uow:
-                with contextlib.suppress(NotFound):
-                    holder = uow.loras.get(scope, new.name)
-                    if holder.status is LoraStatus.FAILED:
-                        displaced.append(holder.public_id)
-                record = uow.loras.add(scope, new, public_id=public_id)
-                uow.commit()
-        except NameTaken:
-            raise ServerLoraError("server_lora.name_taken", name=new.name, status=LoraStatus.READY.value) from None
-        return record, displaced
 
     # -- helpers -------------------------------------------------------------------------
     def _get(self, scope: Scope, name: str) -> LoraRecord:

@@ -101,6 +101,8 @@ class Settings(BaseSettings):
                                             description="disk space for one server's dataset images (MB)")
     dataset_max_image_mb: float = Field(default=20.0, gt=0, description="largest uploaded image (MB)")
     dataset_max_zip_mb: float = Field(default=200.0, gt=0, description="largest uploaded dataset zip (MB)")
+    dataset_max_upload_mb: float = Field(default=100.0, gt=0,
+                                         description="the loose images of one upload together (MB)")
     lora_max_per_guild: int = Field(default=50, ge=1, description="LoRAs (ready or training) one server may keep")
     lora_max_import_mb: float = Field(default=256.0, gt=0, description="largest imported LoRA file (MB)")
     training_chunk_seconds: float = Field(

@@ -4,6 +4,7 @@ sheet, rights and isolation — through the service the cogs and the command lin
 from __future__ import annotations
 
 import io
+import time
 import zipfile
 
 import numpy as np
@@ -210,3 +211,57 @@ def test_names_rights_and_isolation(container):
     datasets.create(dm, "ink")
     assert [d.name for d in datasets.list(dm)] == ["ink"] and datasets.list(Scope(user_id=BOB)) == []
     datasets.delete(dm, "ink")
+
+
+def test_one_upload_has_a_combined_size_cap_checked_before_downloading(tmp_path):
+    container = build_container(load_settings(home=tmp_path / "home", dataset_max_image_mb=0.05,
+                                              dataset_max_upload_mb=0.1))
+    try:
+        datasets = container.datasets
+        datasets.create(A, "ink")
+        datasets.check_upload(A, "ink", [("a.png", 40_000), ("b.png", 40_000)])  # 80 KB: fine
+        with pytest.raises(ServerLoraError) as error:  # three 40 KB images: each fits, together they do not
+            datasets.check_upload(A, "ink", [("a.png", 40_000), ("b.png", 40_000), ("c.png", 40_000)])
+        assert error.value.code == "server_dataset.upload_too_large"
+        assert "3" in error.value.message() and "zip" in error.value.message()
+        assert "zip" in error.value.message("zh-CN")
+        datasets.check_upload(A, "ink", [("set.zip", 150_000), ("a.png", 40_000)])  # a zip has its own cap
+        with pytest.raises(ServerLoraError) as error:  # the same rule when the bytes are already here
+            datasets.add_images(A, "ink", [Upload(f"n{i}.png", _noise(i)) for i in range(3)])
+        assert error.value.code == "server_dataset.upload_too_large"
+        assert datasets.get(A, "ink").image_count == 0
+    finally:
+        container.close()
+
+
+def test_concurrent_uploads_cannot_both_pass_one_quota(container, monkeypatch):
+    import threading
+
+    datasets = container.datasets
+    datasets.create(A, "ink")
+    write = datasets.files.write
+    started = threading.Barrier(4, timeout=5)
+
+    def slow_write(*args, **kwargs):  # widen the window between the quota check and the rows
+        time.sleep(0.05)
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(datasets.files, "write", slow_write)
+    outcomes: list[str] = []
+
+    def upload(start: int) -> None:
+        started.wait()
+        try:
+            datasets.add_images(A if start % 2 else A_BOB, "ink",
+                                [Upload(f"{start}-{i}.png", picture(100 * start + i)) for i in range(2)])
+            outcomes.append("added")
+        except ServerLoraError as error:
+            outcomes.append(error.code)
+
+    threads = [threading.Thread(target=upload, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["added"] * 3 + ["server_dataset.full"]  # 3 × 2 = the limit of 6
+    assert datasets.get(A, "ink").image_count == 6
