@@ -240,7 +240,7 @@ class Container:
     def history(self) -> HistoryService:
         from bot.history import HistoryService
 
-        return HistoryService(self.unit_of_work)
+        return HistoryService(self.unit_of_work, self.store)
 
     def start_workers(self) -> JobQueue:
         """One worker thread per device (``queue_devices``, else the configured device), started

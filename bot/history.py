@@ -9,20 +9,27 @@ from the newest image.
 
 Scope: the images the caller made in *this* server (or, in direct messages, their direct
 messages' images) — never another server's, whatever a ``custom_id`` says.
+
+Each page comes with a contact strip (:meth:`HistoryService.strip`): its images side by side,
+small, numbered as in the list — so a user finds an image by eye, not by its prompt.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from storage.errors import NotFound
+from storage.errors import NotFound, UnsafePath
+from storage.files import ImageStore
 from storage.ids import is_public_id
 from storage.records import ImageRecord, Scope
 from storage.unit_of_work import UnitOfWork
 
 PAGE_SIZE = 5
 MAX_PAGE = 10_000
+THUMB = 192  # the longest side of a thumbnail in the strip, pixels
+MISSING = (64, 64, 72)  # the tile of an image whose file is gone
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +60,33 @@ def message_link(record: ImageRecord) -> str | None:
 
 
 class HistoryService:
-    def __init__(self, uow_factory: Callable[[], UnitOfWork]) -> None:
+    def __init__(self, uow_factory: Callable[[], UnitOfWork], store: ImageStore | None = None) -> None:
         self._uow = uow_factory
+        self._store = store
+
+    def strip(self, page: HistoryPage, *, thumb: int = THUMB) -> bytes | None:
+        """The page's images side by side, each labelled with its number in the list, as a
+        JPEG (small enough for any upload limit); ``None`` for an empty page or without a store.
+        A file that is gone shows as a dark tile: the list still says which image it was."""
+        if not page.entries or self._store is None:
+            return None
+        from PIL import Image, ImageOps
+
+        from generation.grid import labelled_grid
+
+        tiles = []
+        for record in page.entries:
+            try:
+                with Image.open(self._store.absolute(record.file_path)) as source:
+                    tile = ImageOps.contain(source.convert("RGB"), (thumb, thumb), Image.Resampling.LANCZOS)
+            except (OSError, ValueError, UnsafePath, Image.DecompressionBombError):
+                tile = Image.new("RGB", (thumb, thumb), MISSING)
+            tiles.append(tile)
+        labels = [f"{page.first_number + index}. {record.public_id}" for index, record in enumerate(page.entries)]
+        grid = labelled_grid([tiles], column_labels=labels)
+        out = io.BytesIO()
+        grid.save(out, format="JPEG", quality=85, optimize=True)
+        return out.getvalue()
 
     def page(self, scope: Scope, *, anchor: str | None = None, page: int = 0, size: int = PAGE_SIZE) -> HistoryPage:
         """Page ``page`` of the caller's images in ``scope`` (their own only), anchored at ``anchor``."""

@@ -84,6 +84,38 @@ def test_pages_are_anchored_scoped_and_restart_when_the_anchor_is_gone(container
     assert again.restarted and again.page == 0
 
 
+def test_each_page_has_a_numbered_contact_strip_of_its_images(container):
+    colours = [(220, 40, 40), (40, 200, 60), (50, 70, 230)]
+    ids = []
+    for index, colour in enumerate(colours):
+        buffer = io.BytesIO()
+        Image.new("RGB", (96, 64), colour).save(buffer, format="PNG")
+        new = NewImage(owner_id=ALICE, guild_id=GUILD, prompt=f"colour {index}", seed=index, steps=2, cfg=7.0,
+                       sampler="Euler a", width=96, height=64, model="tiny", request={"prompt": "c"}, canonical="c")
+        moment = START + timedelta(hours=index)
+        ids.append(save_image(container.unit_of_work, container.store, buffer.getvalue(), new,
+                              clock=lambda m=moment: m).public_id)
+    history = container.history
+    page = history.page(Scope(user_id=ALICE, guild_id=GUILD))
+    # the newest image's file is gone: its tile is dark, the others still show
+    with container.unit_of_work() as uow:
+        container.store.absolute(uow.images.get(ids[-1], Scope.local_operator()).file_path).unlink()
+    with Image.open(io.BytesIO(history.strip(page, thumb=60))) as strip:
+        assert strip.format == "JPEG"
+        strip = strip.convert("RGB")
+    width, height = strip.size
+    assert width >= 3 * 60 and height >= 40  # three tiles scaled to 60×40, numbers above them
+    row = height - 2 - 20  # through the middle of the tiles
+    centres = [strip.getpixel((x, row)) for x in (4 + 30, 4 + 64 + 30, 4 + 2 * 64 + 30)]
+
+    def near(pixel, colour):
+        return all(abs(a - b) <= 24 for a, b in zip(pixel, colour, strict=True))
+
+    assert near(centres[0], (64, 64, 72))  # 1. the newest (its file is missing)
+    assert near(centres[1], colours[1]) and near(centres[2], colours[0])  # 2., 3.: newest first, like the list
+    assert history.strip(history.page(Scope(user_id=BOB, guild_id=GUILD))) is None  # nothing to show
+
+
 def test_message_links():
     class Row:
         guild_id, channel_id, message_id = GUILD, 7, 8
@@ -117,6 +149,11 @@ async def test_history_pages_end_to_end_and_after_a_restart(brushwork_bot):
     assert "灯塔" not in embed["description"]
     prev_id, next_id = message.custom_ids
     assert message.find_component(prev_id)["disabled"] is True
+    assert [a.filename for a in message.attachments] == ["history.jpg"]
+    assert embed["image"]["url"] == "attachment://history.jpg"
+    with Image.open(io.BytesIO(message.attachments[0].data)) as strip:
+        assert strip.width > 5 * 150  # five thumbnails
+    first_strip = message.attachments[0].data
 
     # someone else cannot turn these pages (custom ids are visible to clients)
     other = await fake.click(w.wei, message, next_id)
@@ -129,6 +166,8 @@ async def test_history_pages_end_to_end_and_after_a_restart(brushwork_bot):
     assert click.response.type == 7
     description = message.embeds[0]["description"]
     assert description.startswith(f"**6.** `{mine[-6]}`") and len(description.split("\n\n")) == 5
+    assert [a.filename for a in message.attachments] == ["history.jpg"]  # replaced, not added
+    assert message.attachments[0].data != first_strip  # numbered 6–10 now
     await fake.click(w.alice, message, message.custom_ids[1])
     await fake.wait_for_edit(message, count=2)
     assert message.embeds[0]["description"].startswith(f"**11.** `{mine[0]}`")

@@ -9,8 +9,9 @@ turn its pages) and the scope always comes from the interaction, never from the 
 from __future__ import annotations
 
 import asyncio
+import io
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
@@ -18,7 +19,7 @@ from discord.ext import commands
 
 from bot.discord_app.context import caller, report_error, send
 from bot.discord_app.translator import text
-from bot.history import HistoryPage, message_link
+from bot.history import HistoryPage, HistoryService, message_link
 
 if TYPE_CHECKING:
     from bot.discord_app.client import BrushworkBot
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 PREFIX = "bwh1"
 PROMPT_SHOWN = 80
+STRIP_NAME = "history.jpg"
 
 
 def custom_id(user_id: int, anchor: str, page: int) -> str:
@@ -45,6 +47,19 @@ def entry_text(who: Caller, number: int, record: ImageRecord) -> str:
     if link:
         line += f" · [{who.t('history.entry.link')}]({link})"
     return line
+
+
+async def page_reply(history: HistoryService, who: Caller, page: HistoryPage) -> dict[str, Any]:
+    """The page as message fields: the embed (with the page's contact strip as its image when
+    there are images), the ◀/▶ view, and the strip's file (``attachments``: an edit replaces
+    the previous page's strip)."""
+    strip = await asyncio.to_thread(history.strip, page)
+    embed = page_embed(who, page)
+    files = []
+    if strip is not None:
+        files.append(discord.File(io.BytesIO(strip), filename=STRIP_NAME))
+        embed.set_image(url=f"attachment://{STRIP_NAME}")
+    return {"embed": embed, "view": page_view(who, page), "attachments": files}
 
 
 def page_embed(who: Caller, page: HistoryPage) -> discord.Embed:
@@ -91,7 +106,7 @@ class HistoryButton(discord.ui.DynamicItem[discord.ui.Button],
                 return
             history = interaction.client.container.history  # type: ignore[attr-defined]
             page = await asyncio.to_thread(history.page, who.scope, anchor=self.anchor, page=self.page)
-            await interaction.response.edit_message(embed=page_embed(who, page), view=page_view(who, page))
+            await interaction.response.edit_message(**await page_reply(history, who, page))
         except Exception as error:  # noqa: BLE001 - the one place that answers: never "interaction failed"
             await report_error(interaction, error)
 
@@ -104,12 +119,15 @@ class History(commands.Cog):
                                                            "history.cmd"))
     async def history(self, interaction: discord.Interaction) -> None:
         who = caller(interaction)
-        page = await asyncio.to_thread(self.bot.container.history.page, who.scope)
-        view = page_view(who, page)
-        if view is None:
-            await send(interaction, embed=page_embed(who, page))
-        else:
-            await send(interaction, embed=page_embed(who, page), view=view)
+        history = self.bot.container.history
+        page = await asyncio.to_thread(history.page, who.scope)
+        reply = await page_reply(history, who, page)
+        fields: dict[str, Any] = {"embed": reply["embed"]}
+        if reply["attachments"]:
+            fields["files"] = reply["attachments"]
+        if reply["view"] is not None:
+            fields["view"] = reply["view"]
+        await send(interaction, **fields)
 
 
 async def setup(bot: BrushworkBot) -> None:
