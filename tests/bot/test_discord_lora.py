@@ -424,3 +424,26 @@ async def test_commands_are_described_in_english_and_chinese_within_discords_lim
             total += len(node["name"]) + len(description)
         assert total <= 4000, (locale, total)  # Discord's limit for one command with its options
     assert all(n.get("description_localizations", {}).get("zh-CN") for n in nodes if n is not command)
+
+
+async def test_caption_and_delete_buttons_sent_before_a_restart_work_after_it(brushwork_bot):
+    h = brushwork_bot
+    w = h.world
+    fake = h.fake
+    await make_dataset(h, w.alice)
+    sheet = await answer(h, w.alice, w.general, "lora dataset show", {"name": "ink"})
+    confirm = await answer(h, w.admin, w.general, "lora dataset delete", {"name": "ink"})
+    await h.restart()  # the bwl1: buttons are DynamicItems: the new process knows them from their ids
+
+    click = await fake.click(w.alice, sheet, sheet.custom_ids[0])
+    await fake.wait_for_response(click)
+    assert click.modal is not None and click.modal["title"] == "Caption of #1 in ink"
+    submitted = await fake.submit_modal(click, {"bwl1:m:caption": "雪山 at night"})
+    await fake.wait_for_response(submitted)
+    assert submitted.original.content == "✅ Caption of #1 in `ink`: 雪山 at night"
+
+    click = await fake.click(w.admin, confirm, next(c for c in confirm.custom_ids if c.startswith("bwl1:dd:")))
+    await fake.wait_for_response(click)
+    assert confirm.content == "🗑 Dataset `ink` and its 5 images were deleted."
+    with h.store_rows() as uow:
+        assert uow.datasets.list(Scope(user_id=w.admin.id, guild_id=w.guild.id)) == []
