@@ -17,6 +17,7 @@ changes them for its duration (scheduler, LoRA adapters, padding modes).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -56,6 +57,8 @@ from generation.models.registry import ModelRegistry
 from generation.models.spec import SourceKind
 from generation.profiles import ModelProfile
 from generation.request import Request, hires_size
+
+log = logging.getLogger(__name__)
 
 Phase = Literal["base", "hires"]
 
@@ -141,7 +144,13 @@ class Engine:
         return self.registry.profile(name)
 
     def load(self, name: str) -> LoadedModel:
-        """The loaded model (loading it, and evicting the least recently used, if needed)."""
+        """The loaded model (loading it, and evicting the least recently used, if needed).
+
+        Running out of accelerator memory while loading unloads every other model and tries
+        once more; if it still does not fit, :class:`~generation.errors.OutOfMemoryError`
+        (``engine.out_of_memory_loading``): fewer images per call cannot help, so the queue
+        fails the job at once with advice instead of retrying smaller batches.
+        """
         spec = self.registry.get(name)
 
         def loader() -> LoadedModel:
@@ -149,7 +158,22 @@ class Engine:
             dtype = resolve_dtype(self.device, spec.dtype, self._dtype)
             return load_model(spec, family=family, device=self.device, dtype=dtype)
 
-        return self._models.get_or_load(spec.name, loader)
+        for attempt in range(2):
+            try:
+                return self._models.get_or_load(spec.name, loader)
+            except BaseException as error:
+                if not _is_out_of_memory(error):
+                    raise
+            # Outside the except block: the half-loaded weights the traceback held are gone.
+            others = [key for key in self._models.keys() if key != spec.name]
+            if attempt == 0 and others:
+                log.warning("out of memory loading %s; unloading %s and trying again", spec.name, ", ".join(others))
+                self._models.clear()
+                free_accelerator_memory()
+                continue
+            break
+        free_accelerator_memory()
+        raise OutOfMemoryError("engine.out_of_memory_loading", model=spec.name, device=str(self.device))
 
     def loaded_models(self) -> list[str]:
         return self._models.keys()

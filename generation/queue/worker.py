@@ -9,6 +9,9 @@ Faults stay with their job:
 * :class:`~generation.errors.OutOfMemoryError`: retry with half the images per pipeline call,
   down to one; then once more with ``low_memory`` (VAE tiling); then fail with a clear
   reason.  The size that failed is remembered, so later batches of that size start smaller.
+  Out of memory while *loading* the model (``engine.out_of_memory_loading``: the engine has
+  already unloaded the other models and tried again) fails the run at once: smaller calls
+  cannot help.
 * any other exception from a run of several jobs: run them again one by one, so only the
   job that raises it fails (with a readable reason, never a traceback for the user).
 * cancel: a cancelled job is acknowledged at the next step (its output, if the run goes on
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
     from generation.queue.runner import Runner
 
 log = logging.getLogger("brushwork.queue")
+LOAD_OUT_OF_MEMORY = "engine.out_of_memory_loading"
 
 
 def new_worker_id(device: str) -> str:
@@ -157,6 +161,9 @@ class Worker:
                 outcomes = self.runner.run([claim.spec for claim in claims], context)
             except OutOfMemoryError as error:
                 _share(spent, claims, time.monotonic() - started)
+                if error.code == LOAD_OUT_OF_MEMORY:  # the model itself does not fit: smaller calls cannot help
+                    self._settle(claims, {claim.job_id: Failure(error) for claim in claims}, context, spent)
+                    return
                 if key is not None:
                     self._oom_caps[key] = max(1, min(self._oom_caps.get(key, per_call), per_call // 2 or 1))
                 if per_call > 1:

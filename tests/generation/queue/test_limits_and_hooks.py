@@ -84,6 +84,42 @@ def test_out_of_memory_becomes_a_typed_error_and_the_engine_recovers(tiny_engine
     assert len(tiny_engine.generate(tiny())) == 2  # nothing left behind
 
 
+def test_out_of_memory_while_loading_unloads_the_other_models_then_says_the_model_does_not_fit(monkeypatch):
+    import torch
+
+    import generation.engine.engine as engine_module
+    from generation.engine import Engine
+    from generation.models import ModelRegistry, ModelSpec
+
+    engine = Engine(ModelRegistry([ModelSpec("tiny", "builtin:tiny"), ModelSpec("other", "builtin:tiny")]),
+                    device="cpu", max_loaded_models=2)
+    engine.load("tiny")
+    real_load = engine_module.load_model
+    failures = {"other": 1}
+    attempts = []
+
+    def load_model(spec, **kwargs):
+        attempts.append((spec.name, tuple(engine.loaded_models())))
+        if failures.get(spec.name, 0) > 0:
+            failures[spec.name] -= 1
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB")
+        return real_load(spec, **kwargs)
+
+    monkeypatch.setattr(engine_module, "load_model", load_model)
+    assert engine.load("other").spec.name == "other"  # fitted once "tiny" was unloaded
+    assert attempts == [("other", ("tiny",)), ("other", ())]
+    assert engine.loaded_models() == ["other"]
+
+    failures["tiny"] = 2  # never fits, even alone
+    attempts.clear()
+    with pytest.raises(OutOfMemoryError) as error:
+        engine.generate(tiny())
+    assert error.value.code == "engine.out_of_memory_loading"
+    assert "`tiny`" in error.value.message() and "float16" in error.value.message()
+    assert "显存" in error.value.message("zh-CN")
+    assert attempts == [("tiny", ("other",)), ("tiny", ())]  # one retry with everything else unloaded
+
+
 def test_per_call_vae_tiling_and_previews_of_one_jobs_images(tiny_engine):
     seen = []
     requests = tiny(n=3)

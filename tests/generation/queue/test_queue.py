@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from generation.errors import BrushworkError, Cancelled, QueueError
+from generation.errors import BrushworkError, Cancelled, OutOfMemoryError, QueueError
 from generation.queue import (
     Continue,
     Failure,
@@ -169,6 +169,19 @@ def test_out_of_memory_halves_the_batch_then_tiles_then_fails_clearly(make_queue
     assert error.value.code == "queue.out_of_memory"
     assert "smaller size" in error.value.message() and "显存" in error.value.message("zh-CN")
     assert [(c.per_call, c.low_memory) for c in runner.calls] == [(2, False), (1, False), (1, True)]
+
+
+def test_a_model_that_does_not_fit_fails_its_jobs_at_once(make_queue, runner):
+    def oom(context, jobs):
+        raise OutOfMemoryError("engine.out_of_memory_loading", model="sdxl", device="cuda:0")
+
+    runner.oom = oom
+    queue = make_queue(runner)
+    handle = queue.submit(submission(owner=1, batch_key="xl", images=2))
+    with pytest.raises(OutOfMemoryError) as error:
+        handle.wait(timeout=WAIT)
+    assert error.value.code == "engine.out_of_memory_loading" and "`sdxl`" in error.value.message()
+    assert [(c.per_call, c.low_memory) for c in runner.calls] == [(2, False)]  # no smaller retries
 
 
 def test_an_exception_fails_only_its_own_job(make_queue, runner):
