@@ -52,7 +52,8 @@ def create_engine(url: str | URL, *, echo: bool = False) -> Engine:
     """An engine for ``url``; for a SQLite file, its folder is created and the pragmas are set."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return sqlalchemy.create_engine(parsed, echo=echo, pool_pre_ping=True)
+        # Non-ASCII text stays readable in JSON columns here too (PostgreSQL's json keeps the text).
+        return sqlalchemy.create_engine(parsed, echo=echo, pool_pre_ping=True, json_serializer=_json_dumps)
 
     options: dict[str, Any] = {
         "echo": echo,

@@ -4,11 +4,45 @@
 weights, built in code, no download), on the CPU, built once per session.  Tests that
 change an engine's state (LoRAs, tiling) must leave it as they found it, which the engine
 itself guarantees and the engine tests check.
+
+``database_server`` (autouse): with ``BRUSHWORK_TEST_POSTGRES_URL`` set to a PostgreSQL server
+URL (a role that may create databases, e.g. ``postgresql+psycopg://postgres@127.0.0.1:5432/postgres``),
+every test gets a fresh database there, exported as ``BRUSHWORK_DATABASE_URL`` (so containers,
+the command line and its subprocesses use it) and dropped afterwards.  Without it — the
+default — each test has its own SQLite file.  ``.ci/run`` runs the database tests both ways
+when a PostgreSQL server can be started.
 """
 
 from __future__ import annotations
 
+import os
+import uuid
+
 import pytest
+
+POSTGRES_ENV = "BRUSHWORK_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(autouse=True)
+def database_server(monkeypatch):
+    server = os.environ.get(POSTGRES_ENV)
+    if not server:
+        yield None
+        return
+    import sqlalchemy
+
+    admin = sqlalchemy.create_engine(server, isolation_level="AUTOCOMMIT", poolclass=sqlalchemy.pool.NullPool)
+    name = f"bw_test_{uuid.uuid4().hex[:16]}"
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}" ENCODING \'UTF8\' TEMPLATE template0')
+    url = sqlalchemy.make_url(server).set(database=name).render_as_string(hide_password=False)
+    monkeypatch.setenv("BRUSHWORK_DATABASE_URL", url)
+    try:
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
 
 
 @pytest.fixture(scope="session")

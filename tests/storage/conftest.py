@@ -21,8 +21,9 @@ T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def db_url(tmp_path) -> str:
-    return sqlite_url(tmp_path / "home" / "brushwork.db")
+def db_url(tmp_path, database_server) -> str:
+    """This test's database: a SQLite file, or a fresh PostgreSQL database (see tests/conftest.py)."""
+    return database_server or sqlite_url(tmp_path / "home" / "brushwork.db")
 
 
 @pytest.fixture

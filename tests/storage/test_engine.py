@@ -97,7 +97,8 @@ def test_other_databases_get_nothing_sqlite_specific(monkeypatch):
     assert create_engine("postgresql+psycopg://bot:secret@db/brushwork") == "engine"
     ((url, options),) = calls
     assert url.get_backend_name() == "postgresql"
-    assert options == {"echo": False, "pool_pre_ping": True}
+    assert options == {"echo": False, "pool_pre_ping": True, "json_serializer": storage.db._json_dumps}
+    assert options["json_serializer"]({"p": "水墨"}) == '{"p": "水墨"}'  # readable, not \\u escapes
 
 
 def test_foreign_keys_are_enforced_and_set_null_works(engine, uow_factory, add_image):

@@ -51,7 +51,7 @@ def test_unicode_prompts_and_json_round_trip(engine, uow_factory, add_image):
     assert read.canonical.startswith("一只")
     with engine.connect() as connection:  # stored readable, not as \\u escapes
         raw = connection.execute(
-            sa.text("SELECT request FROM images WHERE public_id = :p"), {"p": added.public_id}
+            sa.text("SELECT CAST(request AS TEXT) FROM images WHERE public_id = :p"), {"p": added.public_id}
         ).scalar()
     assert "水墨画风格" in raw and "🐱" in raw
 
