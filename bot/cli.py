@@ -388,10 +388,54 @@ def cmd_run(_container: Container | None, args: argparse.Namespace) -> int:
 def cmd_db(container: Container, args: argparse.Namespace) -> int:
     from storage.migrate import current_revision, head_revision, upgrade_to_head
 
+    if args.db_command == "check":
+        return _db_check(container, args)
     if args.db_command == "upgrade":
         upgrade_to_head(container.database)
     print(f"database: {container.settings.effective_database_url.split('@')[-1]}")
     print(f"revision: {current_revision(container.database)} (head: {head_revision()})")
+    return EXIT_OK
+
+
+def _db_check(container: Container, args: argparse.Namespace) -> int:
+    """Files and rows compared in every storage area; ``--clean`` deletes the stray files."""
+    from datetime import timedelta
+
+    from bot.lora_cli import human_size
+    from storage.integrity import Roots, check, remove_strays
+
+    s = container.settings
+    roots = Roots(images=container.store.root, datasets=s.datasets_dir, loras=s.server_loras_dir,
+                  training=s.training_dir)
+    grace = timedelta(minutes=args.grace_minutes)
+    reports = check(container.unit_of_work, roots, grace=grace)
+    width = max(len(report.area) for report in reports)
+    for report in reports:
+        unit = "folders" if report.area == "training folders" else "files"
+        strays = f"{len(report.strays)} stray" + (f" ({human_size(report.stray_bytes)})" if report.strays else "")
+        line = (f"{report.area:<{width}}  {report.files} {unit} · {report.referenced} rows · {strays} · "
+                f"{len(report.missing)} missing")
+        if report.too_new:
+            line += f" · {report.too_new} newer than {args.grace_minutes} min (not judged)"
+        print(line)
+    for report in reports:
+        for stray in report.strays:
+            print(f"stray\t{stray.path}\t{human_size(stray.size)}\t{stray.modified:%Y-%m-%d %H:%M} UTC")
+        for missing in report.missing:
+            print(f"missing\t{report.area} {missing.public_id}\t{missing.path}")
+    strays = sum(len(report.strays) for report in reports)
+    size = sum(report.stray_bytes for report in reports)
+    if any(report.missing for report in reports):
+        print("Files of the rows marked missing are gone: restore them from a backup (their recipes are still "
+              "in the database: `brushwork show ID`).")
+    if not strays:
+        print("No stray files.")
+    elif args.clean:
+        removed, freed = remove_strays(container.unit_of_work, roots, reports, grace=grace)
+        print(f"Deleted {removed} stray file(s) or folder(s) ({human_size(freed)}).")
+    else:
+        print(f"Run `brushwork db check --clean` to delete the {strays} stray file(s) or folder(s) "
+              f"({human_size(size)}).")
     return EXIT_OK
 
 
@@ -527,6 +571,14 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub = p.add_subparsers(dest="db_command", metavar="ACTION", parser_class=_Parser, required=True)
     db_sub.add_parser("upgrade", help="upgrade the schema to the newest revision")
     db_sub.add_parser("current", help="show the schema revision")
+    c = db_sub.add_parser("check", help="compare stored files with the database: stray files, missing files",
+                          description="Lists files no row points to (left by a crash between writing a file and "
+                                      "its row) and rows whose file is gone, for images, dataset images, server "
+                                      "LoRAs and training folders. Nothing is changed without --clean.")
+    c.add_argument("--clean", action="store_true", help="delete the stray files (checked again first)")
+    c.add_argument("--grace-minutes", type=_int_between(0, 100_000), default=60, metavar="N",
+                   help="files younger than this are never called stray: their row may be being written "
+                        "(default: 60)")
     p.set_defaults(handler=cmd_db)
 
     from bot.lora_cli import add_lora_commands  # brushwork lora …: datasets, training, export, import

@@ -34,7 +34,7 @@ def _scope(args: argparse.Namespace) -> Scope:
     return Scope(user_id=OPERATOR_USER_ID, guild_id=guild, operator=True)
 
 
-def _size(size: int) -> str:
+def human_size(size: int) -> str:
     if size >= 1024 * 1024:
         return f"{size / (1024 * 1024):.1f} MB"
     return f"{max(1, round(size / 1024))} KB"
@@ -87,7 +87,7 @@ def cmd_dataset_list(container: Container, args: argparse.Namespace) -> int:
     if not records:
         print("no datasets yet: brushwork lora dataset create NAME", file=sys.stderr)
     for record in records:
-        print(f"{record.name}\t{record.image_count} images\t{_size(record.total_bytes)}\t"
+        print(f"{record.name}\t{record.image_count} images\t{human_size(record.total_bytes)}\t"
               f"{record.updated_at:%Y-%m-%d %H:%M}")
     return EXIT_OK
 
@@ -206,7 +206,7 @@ def cmd_info(container: Container, args: argparse.Namespace) -> int:
         ("dataset", f"{lora.dataset_name or '-'} ({lora.dataset_size} images)"),
         ("trigger words", ", ".join(lora.trigger_words) or "-"),
         ("lora hash", lora.short_hash or "-"), ("sha256", lora.sha256 or "-"),
-        ("size", _size(lora.size_bytes) if lora.size_bytes else "-"),
+        ("size", human_size(lora.size_bytes) if lora.size_bytes else "-"),
         ("created", f"{lora.created_at:%Y-%m-%d %H:%M} UTC"), ("job", lora.job_public_id or "-"),
     ]
     if details.progress is not None:
@@ -241,7 +241,7 @@ def cmd_export(container: Container, args: argparse.Namespace) -> int:
     if out.resolve() != export.path.resolve():
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(export.path, out)
-    print(f"{out}\t{_size(export.size)}\t{'kohya (A1111, ComfyUI)' if args.kohya else 'diffusers'}")
+    print(f"{out}\t{human_size(export.size)}\t{'kohya (A1111, ComfyUI)' if args.kohya else 'diffusers'}")
     return EXIT_OK
 
 

@@ -168,6 +168,11 @@ class DatasetRepository:
         return record
 
     # -- quotas ------------------------------------------------------------------------
+    def image_file_paths(self) -> dict[str, str]:
+        """Every dataset image's file (relative path → public id), of every namespace."""
+        query = select(DatasetImage.public_id, DatasetImage.file_path)
+        return {path: public_id for public_id, path in self._session.execute(query)}
+
     def usage(self, scope: Scope) -> tuple[int, int, int]:
         """(datasets, images, image bytes) in the scope's namespace."""
         key = scope_key(scope)
@@ -338,6 +343,10 @@ class LoraRepository:
             wanted = set(statuses)
             records = [record for record in records if record.status in wanted]
         return records
+
+    def file_paths(self) -> dict[str, str | None]:
+        """Every LoRA of every namespace: public id → its file (``None`` while training)."""
+        return {public_id: path for public_id, path in self._session.execute(select(Lora.public_id, Lora.file_path))}
 
     def usage(self, scope: Scope) -> tuple[int, int]:
         """(LoRAs training or ready, their bytes) in the scope's namespace."""

@@ -182,6 +182,11 @@ class ImageRepository:
         """The image, if ``scope`` may see it; deleted images only for the operator who asks."""
         return _image_record(self._visible_row(public_id, scope, include_deleted=include_deleted))
 
+    def file_paths(self) -> dict[str, str]:
+        """Every image's file (relative path → public id), deleted ones included (their files
+        stay): what ``brushwork db check`` compares the image folder with."""
+        return {path: public_id for public_id, path in self._session.execute(select(Image.public_id, Image.file_path))}
+
     def history(
         self,
         scope: Scope,

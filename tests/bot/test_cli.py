@@ -12,6 +12,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -172,6 +173,25 @@ def test_a_jpeg_copy_made_for_discord_still_shows_its_recipe(home, tmp_path, cap
     assert main(["show", str(path)]) == 0
     out = capsys.readouterr().out
     assert "a lighthouse" in out and "--seed 7" in out and "Steps: 3" in out
+
+
+def test_db_check_lists_stray_files_and_clean_deletes_them(home, capsys):
+    assert main(["db", "upgrade"]) == 0
+    stray = home / "images" / "2026" / "11" / "zzzzzzzz.png"
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"\x89PNG" + b"0" * 2044)
+    old = time.time() - 3 * 3600
+    os.utime(stray, (old, old))
+    capsys.readouterr()
+    assert main(["db", "check"]) == 0
+    out = capsys.readouterr().out
+    assert "images" in out and "1 stray (2 KB)" in out and f"stray\t{stray}" in out
+    assert "--clean" in out and stray.exists()  # nothing changes without --clean
+    assert main(["db", "check", "--grace-minutes", "600"]) == 0  # younger than the grace: not judged
+    assert "1 newer than 600 min" in capsys.readouterr().out
+    assert main(["db", "check", "--clean"]) == 0
+    assert "Deleted 1 stray" in capsys.readouterr().out and not stray.exists()
+    assert not (home / "images" / "2026").exists()  # emptied folders go too
 
 
 def test_help_everywhere(capsys):

@@ -1,0 +1,185 @@
+"""Files and rows that should agree, checked: ``brushwork db check``.
+
+Brushwork writes a file before the row that points to it, so a crash between the two leaves
+a file no row knows (a *stray*), never a row without its file.  Strays cost disk space only;
+this module finds them, and rows whose file went missing anyway (a disk restored from an old
+backup, a file removed by hand), in every area that stores files:
+
+* ``images`` — generated images (``images.file_path``, below the image store);
+* ``dataset images`` — training images (``dataset_images.file_path``, below ``datasets/``);
+* ``loras`` — trained or imported server LoRAs (``loras.file_path``, below ``server_loras/``);
+* ``training folders`` — a training's work folder (``training/<lora id>/``) whose LoRA is gone.
+
+A file younger than ``grace`` is never called stray: its row may be being written right now.
+Leftover temporary files of an interrupted atomic write (``.<name>.<hex>.tmp``) are strays
+like any other.  :func:`remove_strays` deletes what a report found, re-checking each one
+against the database first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from storage.unit_of_work import UnitOfWork
+
+DEFAULT_GRACE = timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Stray:
+    """A file (or a training folder) that no row points to."""
+
+    area: str
+    path: Path
+    size: int
+    modified: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Missing:
+    """A row whose file is not there."""
+
+    area: str
+    public_id: str
+    path: Path
+
+
+@dataclass(slots=True)
+class AreaReport:
+    area: str
+    root: Path
+    files: int = 0  # files (or folders) found below the root
+    referenced: int = 0  # rows that point into this area
+    too_new: int = 0  # unreferenced, but younger than the grace period
+    strays: list[Stray] = field(default_factory=list)
+    missing: list[Missing] = field(default_factory=list)
+
+    @property
+    def stray_bytes(self) -> int:
+        return sum(stray.size for stray in self.strays)
+
+
+@dataclass(frozen=True, slots=True)
+class Roots:
+    """Where each area keeps its files."""
+
+    images: Path
+    datasets: Path
+    loras: Path
+    training: Path
+
+
+def check(uow_factory: Callable[[], UnitOfWork], roots: Roots, *, grace: timedelta = DEFAULT_GRACE,
+          now: datetime | None = None) -> list[AreaReport]:
+    """One report per area (see the module docstring); reads only."""
+    now = now or datetime.now(UTC)
+    with uow_factory() as uow:
+        images = uow.images.file_paths()
+        dataset_images = uow.datasets.image_file_paths()
+        loras = uow.loras.file_paths()
+    lora_files = {path: public_id for public_id, path in loras.items() if path}
+    reports = [
+        _files("images", roots.images, images, grace, now),
+        _files("dataset images", roots.datasets, dataset_images, grace, now),
+        _files("loras", roots.loras, lora_files, grace, now),
+        _folders("training folders", roots.training, set(loras), grace, now),
+    ]
+    return reports
+
+
+def remove_strays(uow_factory: Callable[[], UnitOfWork], roots: Roots, reports: list[AreaReport], *,
+                  grace: timedelta = DEFAULT_GRACE) -> tuple[int, int]:
+    """Delete the strays of ``reports`` that are still strays now (checked again); returns
+    (files or folders removed, bytes freed).  Empty folders left behind go too."""
+    fresh = {report.area: {stray.path for stray in report.strays} for report in check(uow_factory, roots, grace=grace)}
+    removed = freed = 0
+    for report in reports:
+        for stray in report.strays:
+            if stray.path not in fresh.get(report.area, set()):
+                continue  # claimed by a row meanwhile, or gone
+            with contextlib.suppress(FileNotFoundError):
+                if stray.path.is_dir():
+                    shutil.rmtree(stray.path)
+                else:
+                    stray.path.unlink()
+                removed += 1
+                freed += stray.size
+                _prune_empty_parents(stray.path.parent, report.root)
+    return removed, freed
+
+
+# ---------------------------------------------------------------------- walking
+
+
+def _files(area: str, root: Path, referenced: dict[str, str], grace: timedelta, now: datetime) -> AreaReport:
+    report = AreaReport(area, root, referenced=len(referenced))
+    seen: set[str] = set()
+    for path in _walk(root):
+        report.files += 1
+        relative = path.relative_to(root).as_posix()
+        if relative in referenced:
+            seen.add(relative)
+            continue
+        stat = path.stat()
+        modified = datetime.fromtimestamp(stat.st_mtime, UTC)
+        if now - modified < grace:
+            report.too_new += 1
+        else:
+            report.strays.append(Stray(area, path, stat.st_size, modified))
+    for relative, public_id in referenced.items():
+        if relative not in seen:
+            report.missing.append(Missing(area, public_id, root / relative))
+    report.strays.sort(key=lambda stray: stray.path)
+    report.missing.sort(key=lambda missing: missing.public_id)
+    return report
+
+
+def _folders(area: str, root: Path, owners: set[str], grace: timedelta, now: datetime) -> AreaReport:
+    report = AreaReport(area, root, referenced=len(owners))
+    if not root.is_dir():
+        return report
+    for entry in sorted(root.iterdir()):
+        if not entry.is_dir() or entry.is_symlink():
+            continue
+        report.files += 1
+        if entry.name in owners:
+            continue
+        files = list(_walk(entry))
+        newest = max(f.stat().st_mtime for f in files) if files else entry.stat().st_mtime  # its last write
+        modified = datetime.fromtimestamp(newest, UTC)
+        if now - modified < grace:
+            report.too_new += 1
+        else:
+            report.strays.append(Stray(area, entry, sum(f.stat().st_size for f in files), modified))
+    return report
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    """Regular files below ``root``; symbolic links are neither followed nor reported."""
+    if not root.is_dir():
+        return
+    for folder, folders, files in os.walk(root, followlinks=False):
+        base = Path(folder)
+        folders.sort()
+        for name in sorted(files):
+            path = base / name
+            if not path.is_symlink() and path.is_file():
+                yield path
+
+
+def _prune_empty_parents(folder: Path, root: Path) -> None:
+    while folder != root and folder.is_relative_to(root):
+        try:
+            folder.rmdir()  # only if empty
+        except OSError:
+            return
+        folder = folder.parent
+
+
+__all__ = ["DEFAULT_GRACE", "AreaReport", "Missing", "Roots", "Stray", "check", "remove_strays"]
