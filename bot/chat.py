@@ -398,11 +398,13 @@ class ChatService:
         return layers or [Request(prompt="")]  # an empty layer: "no defaults", without reading them again
 
     # ================================================================== submitting (writes)
-    def submit(self, prepared: Prepared, reply_ref: dict[str, Any] | None) -> JobHandle:
-        """Store and queue the job, with where its answers go; the queue re-checks its limits."""
+    def submit(self, prepared: Prepared, reply_ref: dict[str, Any] | None, *,
+               job_id: str | None = None) -> JobHandle:
+        """Store and queue the job, with where its answers go; the queue re-checks its limits.
+        ``job_id``: the id the acknowledgement's ✖ already carries (used unless taken)."""
         origin = prepared.origin
         handle = self._queue().submit(plan_submission(prepared.plan, origin.scope, channel_id=origin.channel_id,
-                                                      reply_ref=reply_ref))
+                                                      reply_ref=reply_ref, job_id=job_id))
         self._pending.added(origin.user_id, origin.guild_id, prepared.plan.request.count)
         return handle
 

@@ -73,7 +73,8 @@ MEGAPIXELS_PER_GIB = 0.35
 
 
 def plan_submission(plan: GenerationPlan, scope: Scope, *, channel_id: int | None = None,
-                    reply_ref: Mapping[str, Any] | None = None, priority: int = 0) -> Submission:
+                    reply_ref: Mapping[str, Any] | None = None, priority: int = 0,
+                    job_id: str | None = None) -> Submission:
     """The queue submission for a plan: payload, batch key, images, work, cost group."""
     request = plan.request
     first = request.images()[0]
@@ -96,6 +97,7 @@ def plan_submission(plan: GenerationPlan, scope: Scope, *, channel_id: int | Non
         cost_group=request.model or "",
         channel=channel_id,
         reply_ref=reply_ref,
+        job_id=job_id,
     )
 
 
@@ -207,7 +209,7 @@ class SqlJobStore:
                      job_class=submission.job_class.value, batch_key=submission.batch_key,
                      images=submission.images, work=submission.work, cost_group=submission.cost_group)
         with self._uow() as uow:
-            record = uow.jobs.add(new)
+            record = uow.jobs.add(new, public_id=submission.job_id)
             uow.commit()
         return _spec(record)
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from storage.errors import IdsExhausted, InvalidValue, NotFound, PermissionDenied, StaleState
 from storage.files import StoredFile
-from storage.ids import new_public_id
+from storage.ids import is_public_id, new_public_id
 from storage.models import GuildSettings, GuildUsage, Image, Job, UserSettings, Worker, utcnow
 from storage.records import (
     FinishedUsage,
@@ -365,8 +365,12 @@ class JobRepository:
         self._session = session
         self._new_id = new_id
 
-    def add(self, new: NewJob) -> JobRecord:
-        public_id = self._free_public_id()
+    def add(self, new: NewJob, *, public_id: str | None = None) -> JobRecord:
+        """Insert a queued job; ``public_id`` is used when it is a valid id nobody holds, else a
+        fresh one is drawn (the record says which)."""
+        if public_id is None or not is_public_id(public_id) or self._session.scalar(
+                select(Job.id).where(Job.public_id == public_id)) is not None:
+            public_id = self._free_public_id()
         row = Job(
             public_id=public_id,
             kind=new.kind.value,

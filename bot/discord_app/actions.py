@@ -16,6 +16,7 @@ language stored for the user (recorded from their interactions) or the server's.
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import logging
 import time
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.chat import Origin, Prepared
-from bot.discord_app.components import RemixModal, modal_values
+from bot.discord_app.components import RemixModal, modal_values, status_view
 from bot.discord_app.context import (
     caller,
     channel_is_age_restricted,
@@ -40,6 +41,7 @@ from bot.discord_app.follow import NO_MENTIONS, mention_only
 from generation.errors import BrushworkError
 from generation.i18n import normalize_locale, translate
 from generation.queue import JobState
+from storage.ids import new_public_id
 
 if TYPE_CHECKING:
     from bot.chat import ChatService, ImageInfo
@@ -96,7 +98,9 @@ class Actions:
         except BrushworkError as error:
             await send(interaction, error.message(who.locale))
             return
+        job_id = new_public_id()  # chosen now, so the acknowledgement itself carries ✖ Cancel
         response = await interaction.response.send_message(ack_text(prepared, who.locale),
+                                                           view=status_view(job_id, who.locale),
                                                            allowed_mentions=NO_MENTIONS)
         message_id = response.message_id
         if message_id is None:
@@ -113,21 +117,25 @@ class Actions:
                 pass
             await interaction.followup.send(text, ephemeral=True)
 
-        await self._submit(prepared, ref, refused)
+        await self._submit(prepared, ref, refused, job_id)
 
     async def _checked(self, prepare: Callable[[Origin], Prepared], origin: Origin) -> Prepared:
         """The pre-acknowledgement check (reads only), in its own threads: it never waits behind
         the writes (job inserts, image rows) queued in the default executor."""
         return await asyncio.get_running_loop().run_in_executor(self._ack_lane, prepare, origin)
 
-    async def _submit(self, prepared: Prepared, ref: ReplyRef, refused: Callable[[str], Any]) -> str | None:
+    async def _submit(self, prepared: Prepared, ref: ReplyRef, refused: Callable[[str], Any],
+                      job_id: str) -> str | None:
+        """Store the job under ``job_id`` (the id its acknowledgement's ✖ carries) and follow it.
+        Should the store pick another id (``job_id`` taken: next to impossible), the follower's
+        first status edit carries the right button; a click before that answers "not found"."""
+        submit = functools.partial(self.chat.submit, prepared, ref.to_dict(), job_id=job_id)
         try:
-            handle = await asyncio.get_running_loop().run_in_executor(self._write_lane, self.chat.submit, prepared,
-                                                                      ref.to_dict())
+            handle = await asyncio.get_running_loop().run_in_executor(self._write_lane, submit)
         except BrushworkError as error:  # the queue filled up between the check and now
             await refused(error.message(ref.locale))
             return None
-        self.bot.followers.follow(handle.job_id, ref, prepared.plan, fresh=True)
+        self.bot.followers.follow(handle.job_id, ref, prepared.plan, fresh=handle.job_id == job_id)
         return handle.job_id
 
     def _remember_locale(self, user_id: int, locale: str) -> None:
@@ -341,7 +349,9 @@ class Actions:
         except BrushworkError as error:
             await self._say(channel, origin, f"{mention} {error.message(origin.locale)}")
             return
-        message = await self._say(channel, origin, ack_text(prepared, origin.locale, mention=mention))
+        job_id = new_public_id()
+        message = await self._say(channel, origin, ack_text(prepared, origin.locale, mention=mention),
+                                  view=status_view(job_id, origin.locale))
         if message is None:
             return
         limit = guild.filesize_limit if guild is not None else 10 * 1024 * 1024
@@ -351,15 +361,16 @@ class Actions:
 
         async def refused(text: str) -> None:
             try:
-                await message.edit(content=f"{mention} {text}"[:2000], allowed_mentions=mention_only(origin.user_id))
+                await message.edit(content=f"{mention} {text}"[:2000], view=None,
+                                   allowed_mentions=mention_only(origin.user_id))
             except discord.HTTPException:
                 pass
 
-        await self._submit(prepared, ref, refused)
+        await self._submit(prepared, ref, refused, job_id)
 
-    async def _say(self, channel: Any, origin: Origin, text: str) -> discord.Message | None:
+    async def _say(self, channel: Any, origin: Origin, text: str, **fields: Any) -> discord.Message | None:
         try:
-            return await channel.send(text[:2000], allowed_mentions=mention_only(origin.user_id))
+            return await channel.send(text[:2000], allowed_mentions=mention_only(origin.user_id), **fields)
         except discord.HTTPException as error:
             log.warning("cannot answer a reaction in channel %s (%s %s)", origin.channel_id, error.status, error.code)
             await self._tell_privately(origin, text)

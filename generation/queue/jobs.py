@@ -62,6 +62,8 @@ class Submission:
     channel: int | None = None
     reply_ref: Mapping[str, Any] | None = None
     max_attempts: int = 3
+    job_id: str | None = None  # the id the caller already showed (a Cancel button); a store may pick
+    #                            another if it is taken: the handle says which
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "job_class", JobClass(self.job_class))

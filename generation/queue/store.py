@@ -137,7 +137,7 @@ class MemoryJobStore:
     # -- submitting -----------------------------------------------------------------
     def add(self, submission: Submission) -> JobSpec:
         with self._lock:
-            job_id = secrets.token_hex(4)
+            job_id = submission.job_id or secrets.token_hex(4)
             while job_id in self._specs:
                 job_id = secrets.token_hex(4)
             now = self._clock()

@@ -76,6 +76,21 @@ async def test_imagine_acks_at_once_while_the_worker_is_busy_then_shows_progress
         assert ack.type == 4 and not ack.ephemeral
         assert "⏳" in content_of(ack) and "一只猫" in content_of(ack)
         status = second.original
+        # ✖ Cancel from the first moment: the acknowledgement carries the job's id already.
+        (cancel,) = [cid for cid in status.custom_ids if cid.startswith("bw1:c:")]
+        job_id = cancel.removeprefix("bw1:c:")
+
+        def stored() -> bool:
+            from storage.errors import NotFound
+            from storage.records import JobStatus, Scope
+
+            with h.store_rows() as uow:
+                try:
+                    return uow.jobs.get(job_id, Scope.local_operator()).status is JobStatus.QUEUED
+                except NotFound:  # acknowledged a moment before it is stored
+                    return False
+
+        await h.fake.wait_until(stored, description="the job stored under the id its button carries")
         # Then the queue position (wei reads Chinese), with ✖ Cancel.
         await h.fake.wait_for_edit(status, lambda m: "第 1 位" in m.content or "下一个" in m.content)
         assert [cid.split(":")[1] for cid in status.custom_ids] == ["c"]

@@ -36,6 +36,17 @@ def test_a_new_job_is_queued_with_defaults(uow_factory):
         assert uow.jobs.get(job.public_id, OPERATOR) == job
 
 
+def test_a_job_takes_the_id_its_caller_showed_unless_it_is_taken_or_invalid(uow_factory):
+    with uow_factory() as uow:
+        first = uow.jobs.add(NewJob(kind="generate", owner_id=1, request={}), public_id="k3x9fq2a")
+        taken = uow.jobs.add(NewJob(kind="generate", owner_id=1, request={}), public_id="k3x9fq2a")
+        invalid = uow.jobs.add(NewJob(kind="generate", owner_id=1, request={}), public_id="../x")
+        uow.commit()
+    assert first.public_id == "k3x9fq2a"
+    assert taken.public_id != "k3x9fq2a" and len(taken.public_id) == 8
+    assert invalid.public_id != "../x" and len(invalid.public_id) == 8
+
+
 def test_update_changes_fields_and_converts_them(uow_factory):
     job = _job(uow_factory)
     started = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)

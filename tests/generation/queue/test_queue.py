@@ -405,3 +405,11 @@ def test_estimates_come_from_measured_step_times(make_queue, runner):
     elsewhere = StepRates()  # another process reads the rates from the worker's heartbeat
     elsewhere.restore(queue.workers[0].status().stats)
     assert elsewhere.rate("sd15") == measured
+
+
+def test_a_job_keeps_the_id_its_caller_chose_unless_taken(make_queue, runner):
+    queue = make_queue(runner)
+    chosen = queue.submit(submission(owner=1, value=1, job_id="k3x9fq2a"))
+    again = queue.submit(submission(owner=2, value=2, job_id="k3x9fq2a"))
+    assert chosen.job_id == "k3x9fq2a" and again.job_id != "k3x9fq2a"
+    assert [chosen.wait(timeout=WAIT), again.wait(timeout=WAIT)] == [{"value": 1}, {"value": 2}]
