@@ -390,6 +390,8 @@ def cmd_db(container: Container, args: argparse.Namespace) -> int:
 
     if args.db_command == "check":
         return _db_check(container, args)
+    if args.db_command == "purge":
+        return _db_purge(container, args)
     if args.db_command == "upgrade":
         upgrade_to_head(container.database)
     print(f"database: {container.settings.effective_database_url.split('@')[-1]}")
@@ -436,6 +438,20 @@ def _db_check(container: Container, args: argparse.Namespace) -> int:
     else:
         print(f"Run `brushwork db check --clean` to delete the {strays} stray file(s) or folder(s) "
               f"({human_size(size)}).")
+    return EXIT_OK
+
+
+def _db_purge(container: Container, args: argparse.Namespace) -> int:
+    """Remove the files of images deleted more than ``--days`` ago (their rows stay)."""
+    from datetime import timedelta
+
+    from bot.lora_cli import human_size
+    from storage.integrity import purge_deleted
+
+    removed, freed = purge_deleted(container.unit_of_work, container.store.root,
+                                   older_than=timedelta(days=args.days))
+    print(f"Removed the files of {removed} image(s) deleted more than {args.days} day(s) ago "
+          f"({human_size(freed) if removed else '0 KB'}).")
     return EXIT_OK
 
 
@@ -579,6 +595,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--grace-minutes", type=_int_between(0, 100_000), default=60, metavar="N",
                    help="files younger than this are never called stray: their row may be being written "
                         "(default: 60)")
+    pg = db_sub.add_parser("purge", help="remove the files of images deleted (🗑) some days ago",
+                           description="Images deleted in Discord (🗑) or with their owner's consent are hidden at "
+                                       "once; their files stay until this removes them. The rows stay too (lineage, "
+                                       "job results) without their pictures.")
+    pg.add_argument("--days", type=_int_between(0, 36500), default=30, metavar="N",
+                    help="only images deleted more than N days ago (default: 30; 0: all deleted images)")
     p.set_defaults(handler=cmd_db)
 
     from bot.lora_cli import add_lora_commands  # brushwork lora …: datasets, training, export, import

@@ -13,7 +13,8 @@ backup, a file removed by hand), in every area that stores files:
 A file younger than ``grace`` is never called stray: its row may be being written right now.
 Leftover temporary files of an interrupted atomic write (``.<name>.<hex>.tmp``) are strays
 like any other.  :func:`remove_strays` deletes what a report found, re-checking each one
-against the database first.
+against the database first.  :func:`purge_deleted` removes the files of images deleted
+(🗑) long enough ago; their rows stay, and a deleted image's absent file is never "missing".
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from storage.errors import UnsafePath
+from storage.files import safe_path
 from storage.unit_of_work import UnitOfWork
 
 DEFAULT_GRACE = timedelta(hours=1)
@@ -81,16 +84,41 @@ def check(uow_factory: Callable[[], UnitOfWork], roots: Roots, *, grace: timedel
     now = now or datetime.now(UTC)
     with uow_factory() as uow:
         images = uow.images.file_paths()
+        deleted = uow.images.file_paths(deleted=True)  # their files may have been purged: never "missing"
         dataset_images = uow.datasets.image_file_paths()
         loras = uow.loras.file_paths()
     lora_files = {path: public_id for public_id, path in loras.items() if path}
     reports = [
-        _files("images", roots.images, images, grace, now),
+        _files("images", roots.images, images, grace, now, purgeable=set(deleted)),
         _files("dataset images", roots.datasets, dataset_images, grace, now),
         _files("loras", roots.loras, lora_files, grace, now),
         _folders("training folders", roots.training, set(loras), grace, now),
     ]
     return reports
+
+
+def purge_deleted(uow_factory: Callable[[], UnitOfWork], images_root: Path, *, older_than: timedelta,
+                  now: datetime | None = None) -> tuple[int, int]:
+    """Delete the files of images deleted (🗑, ``soft_delete``) more than ``older_than`` ago;
+    their rows stay as tombstones (lineage, job results).  Returns (files removed, bytes freed)."""
+    cutoff = (now or datetime.now(UTC)) - older_than
+    with uow_factory() as uow:
+        doomed = uow.images.deleted_before(cutoff)
+    removed = freed = 0
+    for _public_id, relative in doomed:
+        try:
+            path = safe_path(images_root, relative)
+        except UnsafePath:
+            continue  # never follow a path out of the image folder, whatever a row says
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            continue  # purged before
+        removed += 1
+        freed += size
+        _prune_empty_parents(path.parent, images_root)
+    return removed, freed
 
 
 def remove_strays(uow_factory: Callable[[], UnitOfWork], roots: Roots, reports: list[AreaReport], *,
@@ -117,7 +145,8 @@ def remove_strays(uow_factory: Callable[[], UnitOfWork], roots: Roots, reports: 
 # ---------------------------------------------------------------------- walking
 
 
-def _files(area: str, root: Path, referenced: dict[str, str], grace: timedelta, now: datetime) -> AreaReport:
+def _files(area: str, root: Path, referenced: dict[str, str], grace: timedelta, now: datetime, *,
+           purgeable: Collection[str] = frozenset()) -> AreaReport:
     report = AreaReport(area, root, referenced=len(referenced))
     seen: set[str] = set()
     for path in _walk(root):
@@ -133,7 +162,7 @@ def _files(area: str, root: Path, referenced: dict[str, str], grace: timedelta, 
         else:
             report.strays.append(Stray(area, path, stat.st_size, modified))
     for relative, public_id in referenced.items():
-        if relative not in seen:
+        if relative not in seen and relative not in purgeable:
             report.missing.append(Missing(area, public_id, root / relative))
     report.strays.sort(key=lambda stray: stray.path)
     report.missing.sort(key=lambda missing: missing.public_id)
@@ -182,4 +211,4 @@ def _prune_empty_parents(folder: Path, root: Path) -> None:
         folder = folder.parent
 
 
-__all__ = ["DEFAULT_GRACE", "AreaReport", "Missing", "Roots", "Stray", "check", "remove_strays"]
+__all__ = ["DEFAULT_GRACE", "AreaReport", "Missing", "Roots", "Stray", "check", "purge_deleted", "remove_strays"]

@@ -182,10 +182,22 @@ class ImageRepository:
         """The image, if ``scope`` may see it; deleted images only for the operator who asks."""
         return _image_record(self._visible_row(public_id, scope, include_deleted=include_deleted))
 
-    def file_paths(self) -> dict[str, str]:
-        """Every image's file (relative path → public id), deleted ones included (their files
-        stay): what ``brushwork db check`` compares the image folder with."""
-        return {path: public_id for public_id, path in self._session.execute(select(Image.public_id, Image.file_path))}
+    def file_paths(self, *, deleted: bool | None = None) -> dict[str, str]:
+        """Images' files (relative path → public id): every image, or only the deleted ones
+        (``deleted=True``) or only the others (``False``) — what ``brushwork db check`` compares
+        the image folder with."""
+        query = select(Image.public_id, Image.file_path)
+        if deleted is not None:
+            query = query.where(Image.deleted_at.is_not(None) if deleted else Image.deleted_at.is_(None))
+        return {path: public_id for public_id, path in self._session.execute(query)}
+
+    def deleted_before(self, cutoff: datetime) -> list[tuple[str, str]]:
+        """(public id, file path) of the images deleted before ``cutoff``, oldest first: the
+        files ``brushwork db purge`` removes (the rows stay, for lineage and job results)."""
+        query = (select(Image.public_id, Image.file_path)
+                 .where(Image.deleted_at.is_not(None), Image.deleted_at < cutoff)
+                 .order_by(Image.deleted_at, Image.id))
+        return [(public_id, path) for public_id, path in self._session.execute(query)]
 
     def history(
         self,

@@ -194,6 +194,31 @@ def test_db_check_lists_stray_files_and_clean_deletes_them(home, capsys):
     assert not (home / "images" / "2026").exists()  # emptied folders go too
 
 
+def test_db_purge_removes_files_of_deleted_images_only(home, capsys):
+    from bot.container import build_container
+    from bot.settings import load_settings
+    from storage.archive import save_image
+    from storage.records import NewImage, Scope
+
+    container = build_container(load_settings(home=home))
+    try:
+        new = NewImage(owner_id=5, prompt="p", seed=1, steps=2, cfg=7.0, sampler="Euler a", width=8, height=8,
+                       model="tiny", request={"prompt": "p"}, canonical="p")
+        kept, deleted = (save_image(container.unit_of_work, container.store, b"\x89PNG" + b"0" * 3000, new)
+                         for _ in range(2))
+        with container.unit_of_work() as uow:
+            uow.images.soft_delete(deleted.public_id, Scope(user_id=5))
+            uow.commit()
+        paths = [container.store.absolute(r.file_path) for r in (kept, deleted)]
+    finally:
+        container.close()
+    assert main(["db", "purge"]) == 0  # deleted just now: kept for 30 days by default
+    assert "Removed the files of 0 image(s)" in capsys.readouterr().out and paths[1].exists()
+    assert main(["db", "purge", "--days", "0"]) == 0
+    assert "Removed the files of 1 image(s) deleted more than 0 day(s) ago (3 KB)" in capsys.readouterr().out
+    assert paths[0].exists() and not paths[1].exists()
+
+
 def test_help_everywhere(capsys):
     for argv in (["--help"], ["generate", "--help"], ["show", "--help"], ["reroll", "--help"],
                  ["tweak", "--help"], ["upscale", "--help"], ["vary", "--help"], ["history", "--help"],

@@ -90,3 +90,25 @@ def test_a_file_that_gets_its_row_after_the_check_is_kept(tmp_path, uow_factory,
     stale = [AreaReport("images", store.root, files=1, strays=[Stray("images", path, 4, datetime.now(UTC))])]
     assert remove_strays(uow_factory, roots, stale) == (0, 0)  # re-checked: it has a row now
     assert path.exists()
+
+
+def test_purge_removes_the_files_of_images_deleted_long_enough_ago(tmp_path, uow_factory, store, make_new_image):
+    from storage.integrity import purge_deleted
+
+    roots = Roots(images=store.root, datasets=tmp_path / "d", loras=tmp_path / "l", training=tmp_path / "t")
+    live, old, recent = (save_image(uow_factory, store, f"\x89PNG {i}".encode(), make_new_image()) for i in range(3))
+    for record in (old, recent):
+        with uow_factory() as uow:
+            uow.images.soft_delete(record.public_id, Scope.local_operator())
+            uow.commit()
+    later = datetime.now(UTC) + timedelta(days=10)  # "old" and "recent" were both deleted 10 days before this
+    assert purge_deleted(uow_factory, store.root, older_than=timedelta(days=30), now=later) == (0, 0)
+    removed, freed = purge_deleted(uow_factory, store.root, older_than=timedelta(days=7), now=later)
+    assert (removed, freed) == (2, 2 * len("\x89PNG 1".encode()))
+    assert store.absolute(live.file_path).exists()
+    assert not store.absolute(old.file_path).exists() and not store.absolute(recent.file_path).exists()
+    assert purge_deleted(uow_factory, store.root, older_than=timedelta(days=7), now=later) == (0, 0)  # idempotent
+    images = by_area(check(uow_factory, roots))["images"]
+    assert images.missing == [] and images.strays == []  # a purged file is expected to be absent
+    with uow_factory() as uow:  # the rows stay (lineage, job results)
+        assert uow.images.get(old.public_id, Scope.local_operator(), include_deleted=True).deleted
