@@ -110,6 +110,7 @@ def purge_deleted(uow_factory: Callable[[], UnitOfWork], images_root: Path, *, o
             path = safe_path(images_root, relative)
         except UnsafePath:
             continue  # never follow a path out of the image folder, whatever a row says
+        folders = _old_folders(path.parent, images_root, DEFAULT_GRACE)  # before the unlink touches them
         try:
             size = path.stat().st_size
             path.unlink()
@@ -117,7 +118,7 @@ def purge_deleted(uow_factory: Callable[[], UnitOfWork], images_root: Path, *, o
             continue  # purged before
         removed += 1
         freed += size
-        _prune_empty_parents(path.parent, images_root)
+        _prune(folders)
     return removed, freed
 
 
@@ -131,6 +132,7 @@ def remove_strays(uow_factory: Callable[[], UnitOfWork], roots: Roots, reports: 
         for stray in report.strays:
             if stray.path not in fresh.get(report.area, set()):
                 continue  # claimed by a row meanwhile, or gone
+            folders = _old_folders(stray.path.parent, report.root, grace)  # before the removal touches them
             with contextlib.suppress(FileNotFoundError):
                 if stray.path.is_dir():
                     shutil.rmtree(stray.path)
@@ -138,7 +140,7 @@ def remove_strays(uow_factory: Callable[[], UnitOfWork], roots: Roots, reports: 
                     stray.path.unlink()
                 removed += 1
                 freed += stray.size
-                _prune_empty_parents(stray.path.parent, report.root)
+                _prune(folders)
     return removed, freed
 
 
@@ -202,13 +204,30 @@ def _walk(root: Path) -> Iterator[Path]:
                 yield path
 
 
-def _prune_empty_parents(folder: Path, root: Path) -> None:
+def _old_folders(folder: Path, root: Path, grace: timedelta) -> list[Path]:
+    """``folder`` and its parents below ``root``, innermost first, as far as each was last
+    changed before ``grace`` ago: the ones that may be removed once empty.  A folder touched
+    more recently may have just been made by a writer for a file it is about to write."""
+    cutoff = datetime.now(UTC).timestamp() - grace.total_seconds()
+    chain = []
     while folder != root and folder.is_relative_to(root):
+        try:
+            if folder.stat().st_mtime >= cutoff:
+                break
+        except OSError:
+            break
+        chain.append(folder)
+        folder = folder.parent
+    return chain
+
+
+def _prune(folders: list[Path]) -> None:
+    """Remove the folders (innermost first) while they are empty."""
+    for folder in folders:
         try:
             folder.rmdir()  # only if empty
         except OSError:
             return
-        folder = folder.parent
 
 
 __all__ = ["DEFAULT_GRACE", "AreaReport", "Missing", "Roots", "Stray", "check", "purge_deleted", "remove_strays"]

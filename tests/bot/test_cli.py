@@ -181,7 +181,8 @@ def test_db_check_lists_stray_files_and_clean_deletes_them(home, capsys):
     stray.parent.mkdir(parents=True)
     stray.write_bytes(b"\x89PNG" + b"0" * 2044)
     old = time.time() - 3 * 3600
-    os.utime(stray, (old, old))
+    for path in (stray, stray.parent, stray.parent.parent):  # written (and its folders made) long ago
+        os.utime(path, (old, old))
     capsys.readouterr()
     assert main(["db", "check"]) == 0
     out = capsys.readouterr().out
@@ -191,7 +192,7 @@ def test_db_check_lists_stray_files_and_clean_deletes_them(home, capsys):
     assert "1 newer than 600 min" in capsys.readouterr().out
     assert main(["db", "check", "--clean"]) == 0
     assert "Deleted 1 stray" in capsys.readouterr().out and not stray.exists()
-    assert not (home / "images" / "2026").exists()  # emptied folders go too
+    assert not (home / "images" / "2026").exists()  # emptied folders go too (not ones made just now)
 
 
 def test_db_purge_removes_files_of_deleted_images_only(home, capsys):

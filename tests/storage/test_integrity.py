@@ -112,3 +112,16 @@ def test_purge_removes_the_files_of_images_deleted_long_enough_ago(tmp_path, uow
     assert images.missing == [] and images.strays == []  # a purged file is expected to be absent
     with uow_factory() as uow:  # the rows stay (lineage, job results)
         assert uow.images.get(old.public_id, Scope.local_operator(), include_deleted=True).deleted
+
+
+def test_clean_keeps_a_folder_made_just_now_even_when_it_ends_up_empty(tmp_path, uow_factory, store):
+    roots = Roots(images=store.root, datasets=tmp_path / "d", loras=tmp_path / "l", training=tmp_path / "t")
+    old_folder, new_folder = store.root / "2025" / "01", store.root / "2027" / "01"
+    stale, fresh = aged(old_folder / "aaaaaaaa.png"), aged(new_folder / "bbbbbbbb.png")
+    for folder in (old_folder, old_folder.parent):
+        os.utime(folder, (OLD, OLD))
+    # new_folder was just made: a writer may be about to put its file there
+    assert remove_strays(uow_factory, roots, check(uow_factory, roots)) == (2, 200)
+    assert not stale.exists() and not fresh.exists()
+    assert not (store.root / "2025").exists()  # emptied and old: gone
+    assert new_folder.is_dir()  # emptied but new: kept
