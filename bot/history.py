@@ -78,6 +78,8 @@ class HistoryService:
         for record in page.entries:
             try:
                 with Image.open(self._store.absolute(record.file_path)) as source:
+                    if max(source.size) > thumb:  # shrink while decoding (reducing_gap): fast on 2048² PNGs
+                        source.thumbnail((thumb, thumb), Image.Resampling.LANCZOS, reducing_gap=2.0)
                     tile = ImageOps.contain(source.convert("RGB"), (thumb, thumb), Image.Resampling.LANCZOS)
             except (OSError, ValueError, UnsafePath, Image.DecompressionBombError):
                 tile = Image.new("RGB", (thumb, thumb), MISSING)
