@@ -32,6 +32,7 @@ from bot.services import GenerationPlan, ImageDetails, ImageService, SavedImage
 from generation.batching import hires_steps_run
 from generation.errors import BrushworkError, ImageNotFound, QueueError, RequestError
 from generation.grammar import parse, parse_defaults, render
+from generation.metadata import read_recipe
 from generation.queue import JobState, PendingCounts, Requester
 from generation.request import Request, format_number
 from generation.safety import NoClassifier, SafetyPolicy, Verdict
@@ -60,6 +61,8 @@ MESSAGE_LINK = re.compile(
     r"<?https?://(?:(?:ptb|canary)\.)?discord(?:app)?\.com/channels/(?P<guild>\d+|@me)/(?P<channel>\d+)/"
     r"(?P<message>\d+)>?")
 MAX_CHOICES = 25  # Discord's limit for autocomplete
+#: An image sent to ``/info file:`` may be this large (checked before it is downloaded).
+MAX_RECIPE_FILE_BYTES = 25 * 1024 * 1024
 #: Server and user settings are read at most this often per process (see ChatService.forget_settings).
 SETTINGS_TTL_S = 5.0
 #: The pending-jobs snapshot behind the pre-acknowledgement admission check is this fresh.
@@ -172,6 +175,22 @@ class ImageInfo:
     def record(self) -> ImageRecord:
         assert self.details.record is not None
         return self.details.record
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecipe:
+    """The recipe inside an uploaded image (``/info file:``): Brushwork's, or an A1111 text."""
+
+    filename: str
+    request: Request
+    infotext: str | None
+    source: str  # "brushwork" or "a1111"
+    version: str | None  # what wrote it, as written
+    usable_models: tuple[str, ...]  # the models this server may use
+
+    @property
+    def model_here(self) -> bool:
+        return self.request.model is not None and self.request.model in self.usable_models
 
 
 @dataclass(frozen=True, slots=True)
@@ -462,6 +481,22 @@ class ChatService:
         details = self._images.show(public_id, origin.scope)
         return ImageInfo(details=details, public_id=public_id)
 
+    @staticmethod
+    def check_recipe_file(filename: str, size: int) -> None:
+        """Before downloading an image for ``/info file:``: its announced size."""
+        if size > MAX_RECIPE_FILE_BYTES:
+            raise BrushworkError("bot.recipe_file_too_large", name=filename[:100], size=f"{size / 2**20:.1f} MB",
+                                 limit=f"{MAX_RECIPE_FILE_BYTES // 2**20} MB")
+
+    def file_recipe(self, origin: Origin, filename: str, data: bytes) -> FileRecipe:
+        """``/info file:`` — the recipe in an uploaded PNG (Brushwork's chunk or A1111's text) or
+        JPEG/WebP (A1111's EXIF comment), read without decoding a pixel; with the models this
+        server may use, so the card can say whether the recipe runs here as it is."""
+        self.check_recipe_file(filename, len(data))
+        recipe = read_recipe(data)  # a MetadataError says what is wrong with the file
+        return FileRecipe(filename=filename, request=recipe.request, infotext=recipe.infotext, source=recipe.origin,
+                          version=recipe.version, usable_models=tuple(self.model_names(origin)))
+
     def job_info(self, origin: Origin, job_id: str) -> ImageInfo:
         """ℹ️ on a result: its first image's recipe, the whole job's request, and the other images."""
         job = self._job(origin, job_id)
@@ -686,4 +721,4 @@ def _job_request(job: JobRecord) -> Request | None:
         return None
 
 
-__all__ = ["ChatService", "Followed", "ImageInfo", "ImagineOptions", "Origin", "Prepared", "RemixForm", "choices"]
+__all__ = ["ChatService", "FileRecipe", "Followed", "ImageInfo", "ImagineOptions", "Origin", "Prepared", "RemixForm", "choices"]

@@ -36,7 +36,7 @@ from bot.discord_app.context import (
     report_error,
     send,
 )
-from bot.discord_app.delivery import NUMBER_EMOJI, InfoCard, ReplyRef, ack_text, info_card
+from bot.discord_app.delivery import NUMBER_EMOJI, InfoCard, ReplyRef, ack_text, file_info_card, info_card
 from bot.discord_app.follow import NO_MENTIONS, mention_only
 from generation.errors import BrushworkError
 from generation.i18n import normalize_locale, translate
@@ -224,6 +224,18 @@ class Actions:
         info = await asyncio.to_thread(look)
         embed, files = info_embed(info_card(info, who.locale), who.locale)
         await interaction.response.send_message(embed=embed, files=files, ephemeral=True)
+
+    async def show_file_info(self, interaction: discord.Interaction, file: discord.Attachment) -> None:
+        """``/info file:``: the recipe inside an uploaded image, ephemeral.  The announced size is
+        checked before a byte is downloaded; the file is read, never decoded."""
+        who = caller(interaction)
+        chat = self.chat
+        chat.check_recipe_file(file.filename, file.size)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        data = await file.read()
+        recipe = await asyncio.to_thread(chat.file_recipe, who.origin, file.filename, data)
+        embed, files = info_embed(file_info_card(recipe, who.locale), who.locale)
+        await interaction.followup.send(embed=embed, files=files, ephemeral=True)
 
     # ================================================================== remix
     async def open_remix(self, interaction: discord.Interaction, *, job_id: str | None = None,

@@ -26,7 +26,7 @@ from generation.queue import JobProgress, JobQueued, JobRequeued, JobStalled, Jo
 from generation.request import Request, format_number
 
 if TYPE_CHECKING:
-    from bot.chat import ImageInfo, Prepared
+    from bot.chat import FileRecipe, ImageInfo, Prepared
     from bot.services import GenerationPlan
     from generation.queue import JobEvent
     from storage.records import ImageRecord
@@ -285,6 +285,32 @@ def info_card(info: ImageInfo, locale: str) -> InfoCard:
                           record.relation.value == "upscale" else None)
     return InfoCard(title=t("title", id=record.public_id), fields=tuple(fields),
                     infotext=info.details.infotext, python=code)
+
+
+def file_info_card(recipe: FileRecipe, locale: str) -> InfoCard:
+    """``/info file:``: the recipe found in an uploaded image, and whether it runs here as is."""
+    request = recipe.request
+
+    def t(code: str, **params: Any) -> str:
+        return translate(f"imagine.info.{code}", locale, **params)
+
+    fields: list[tuple[str, str]] = [(t("prompt"), shorten(request.prompt, 1000) or "—")]
+    if request.negative_prompt:
+        fields.append((t("negative"), shorten(request.negative_prompt, 1000)))
+    if request.width is not None and request.height is not None:
+        fields.append((t("settings"), key_settings(request, request.width, request.height, locale).split("\n")[0]))
+    fields.append((t("seed"), str(request.seed) if request.seed is not None else "—"))
+    source = "Brushwork" if recipe.source == "brushwork" else t("source_a1111")
+    fields.append((t("source"), f"{source} {recipe.version}" if recipe.version else source))
+    if request.model is None:
+        fields.append((t("model_here"), t("model_unnamed", models=", ".join(recipe.usable_models) or "—")))
+    elif not recipe.model_here:
+        fields.append((t("model_here"), t("model_missing", model=request.model,
+                                          models=", ".join(recipe.usable_models) or "—")))
+    fields.append((t("flags"), f"`{shorten(request.render(), 1000)}`"))
+    stem = recipe.filename.rsplit(".", 1)[0][:60] or "image"
+    return InfoCard(title=t("file_title", name=shorten(recipe.filename, 200)), fields=tuple(fields),
+                    infotext=recipe.infotext, python=python_snippet(request, stem))
 
 
 # ---------------------------------------------------------------------- throttling

@@ -243,3 +243,72 @@ async def test_reactions_reroll_upscale_and_vary(brushwork_bot):
     with h.store_rows() as uow:
         kinds = sorted(job.kind.value for job in uow.jobs.list_by_status("done"))
     assert kinds == ["generate", "generate", "reroll", "upscale", "vary"]
+
+
+async def test_info_reads_the_recipe_of_an_uploaded_image(brushwork_bot):
+    """``/info file:`` — PNG Info in Discord: a Brushwork PNG, an A1111 text naming a model this
+    bot lacks, a JPEG copy (EXIF), and files without a recipe, each answered privately."""
+    import io
+
+    from PIL import Image
+
+    from bot.attachments import fit_image
+    from generation.metadata import png_bytes
+    from generation.request import Request
+
+    h = brushwork_bot
+
+    async def info_about(user, filename, data):
+        interaction = await h.fake.slash(user, h.world.general, "info", {"file": (filename, data)})
+        await h.fake.wait_for_response(interaction)
+        await h.fake.wait_until(lambda: interaction.original is not None and not interaction.original.loading,
+                                description="the /info answer")
+        assert interaction.original.ephemeral
+        return interaction.original
+
+    request = Request(prompt="a lighthouse at dusk", negative_prompt="blurry", seed=42, steps=3, cfg=6.0,
+                      sampler="Euler a", width=64, height=64, model="tiny")
+    noise = Image.effect_noise((64, 64), 80).convert("RGB")
+    png = png_bytes(noise, request=request, model_hash="0123456789", lora_hashes={}, version="0.1.0")
+    card = (await info_about(h.world.alice, "lighthouse.png", png)).embeds[0]
+    fields = {field["name"]: field["value"] for field in card["fields"]}
+    assert card["title"] == "Recipe in lighthouse.png"
+    assert fields["Prompt"] == "a lighthouse at dusk" and fields["Seed"] == "42"
+    assert fields["Written by"] == "Brushwork 0.1.0" and "Model here" not in fields  # tiny is here
+    assert request.render() in fields["Flags (paste into /imagine)"]
+    assert "Steps: 3, Sampler: Euler a" in card["description"]
+    assert "generate('a lighthouse at dusk --no blurry" in fields["Python"]
+
+    a1111 = ("a castle, <lora:ink:0.6>\nNegative prompt: lowres\nSteps: 20, Sampler: DPM++ 2M, "
+                            "Schedule type: Karras, CFG scale: 7, Seed: 5, Size: 512x768, Model hash: 6ce0161689, "
+                            "Model: v1-5-pruned-emaonly, Version: v1.10.1")
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", a1111)
+    out = io.BytesIO()
+    noise.save(out, "PNG", pnginfo=info)
+    card = (await info_about(h.world.wei, "castle.png", out.getvalue())).embeds[0]  # wei reads Chinese
+    fields = {field["name"]: field["value"] for field in card["fields"]}
+    assert fields["写入者"] == "AUTOMATIC1111 格式的参数 v1.10.1"
+    assert "v1-5-pruned-emaonly" in fields["本服务器的模型"] and "tiny" in fields["本服务器的模型"]
+    assert "--lora ink:0.6" in fields["参数写法（可直接粘贴到 /imagine）"]
+    assert a1111.splitlines()[-1] in card["description"]
+
+    jpeg = fit_image("lighthouse.png", png, limit=len(png) // 2)
+    assert not jpeg.original
+    card = (await info_about(h.world.alice, jpeg.filename, jpeg.data)).embeds[0]
+    assert {f["name"]: f["value"] for f in card["fields"]}["Seed"] == "42"
+
+    plain = io.BytesIO()
+    noise.save(plain, "PNG")
+    answer = await info_about(h.world.alice, "screenshot.png", plain.getvalue())
+    assert "no generation recipe" in answer.content
+    answer = await info_about(h.world.alice, "notes.txt", b"just text")
+    assert "not an image" in answer.content
+
+    both = await h.fake.slash(h.world.alice, h.world.general, "info", {"image": "k3x9fq2a", "file": ("x.png", png)})
+    data = await ephemeral(h, both)
+    assert "not both" in data["content"]
+    neither = await h.fake.slash(h.world.alice, h.world.general, "info", {})
+    assert "not both and not neither" in (await ephemeral(h, neither))["content"]

@@ -366,3 +366,14 @@ def test_owed_jobs_are_the_unanswered_ones_of_one_reply_kind(container):
     assert sorted(r.public_id for r in container.chat.owed_jobs(1)) == sorted([waiting, running, ended_unanswered])
     assert [r.public_id for r in container.chat.owed_jobs("compare1")] == [compare]
     assert sorted(f.job_id for f in container.chat.followed_jobs()) == sorted([waiting, running, ended_unanswered])
+
+
+def test_a_recipe_file_too_large_is_refused_before_download(container):
+    from bot.chat import MAX_RECIPE_FILE_BYTES
+
+    container.chat.check_recipe_file("ok.png", MAX_RECIPE_FILE_BYTES)
+    with pytest.raises(BrushworkError) as error:
+        container.chat.check_recipe_file("huge.png", MAX_RECIPE_FILE_BYTES + 1)
+    assert error.value.code == "bot.recipe_file_too_large"
+    assert "huge.png" in error.value.message() and "25 MB" in error.value.message()
+    assert "25 MB" in error.value.message("zh-CN")

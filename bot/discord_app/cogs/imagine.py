@@ -18,6 +18,7 @@ from bot.chat import MAX_CHOICES, ImagineOptions, choices
 from bot.discord_app.components import REMIX_MODAL
 from bot.discord_app.context import caller
 from bot.discord_app.translator import text
+from generation.errors import BrushworkError
 
 if TYPE_CHECKING:
     from bot.discord_app.client import BrushworkBot
@@ -121,9 +122,16 @@ class Imagine(commands.Cog):
 
     @app_commands.command(name="info", description=text("An image's settings, A1111 infotext and Python code",
                                                         "cmd.info"))
-    @app_commands.describe(image=text("Image id (e.g. k3x9fq2a) or a link to a result message", "cmd.info.image"))
-    async def info(self, interaction: discord.Interaction, image: app_commands.Range[str, 1, 200]) -> None:
-        await self.bot.actions.show_info(interaction, image_ref=image)
+    @app_commands.describe(image=text("Image id (e.g. k3x9fq2a) or a link to a result message", "cmd.info.image"),
+                           file=text("Or an image file (PNG, JPEG, WebP) whose recipe to read", "cmd.info.file"))
+    async def info(self, interaction: discord.Interaction, image: app_commands.Range[str, 1, 200] | None = None,
+                   file: discord.Attachment | None = None) -> None:
+        if (image is None) == (file is None):
+            raise BrushworkError("bot.info_needs_one")
+        if file is not None:
+            await self.bot.actions.show_file_info(interaction, file)
+        else:
+            await self.bot.actions.show_info(interaction, image_ref=image)
 
     # ------------------------------------------------------------------ message menus
     async def remix_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
