@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 from bot.guild_policy import check_channel, guard_request, safety_policy
 from bot.jobs import plan_submission
 from bot.services import GenerationPlan, ImageDetails, ImageService, SavedImage
-from generation.batching import hires_steps_run
 from generation.errors import BrushworkError, ImageNotFound, QueueError, RequestError
 from generation.grammar import parse, parse_defaults, render
 from generation.metadata import read_recipe
@@ -119,6 +118,7 @@ class ImagineOptions:
     lora: str | None = None
     n: int | None = None
     hires: float | None = None
+    image: str | None = None  # an image id or a link to a result: the picture to start from
 
     def as_flags(self) -> str:
         """The options written in the request language (so errors name the flag and its range)."""
@@ -133,6 +133,8 @@ class ImagineOptions:
             parts.append("--ar " + _quoted(self.aspect.strip()))
         if self.sampler is not None:
             parts.append("--sampler " + _quoted(self.sampler.strip()))
+        if self.image is not None:
+            parts.append("--image " + _quoted(self.image.strip()))
         for flag, value in (("--steps", self.steps), ("--cfg", self.cfg), ("--seed", self.seed), ("--n", self.n),
                             ("--hires", self.hires)):
             if value is not None:
@@ -148,6 +150,8 @@ class ImagineOptions:
         merged = request.merged(overrides)
         if self.hires is not None and request.hires is not None:  # keep --hires-steps/--strength of the text
             merged = replace(merged, hires=replace(request.hires, scale=overrides.hires.scale))
+        elif self.image is not None and self.hires is None and request.hires is not None:
+            merged = replace(merged, hires=request.hires)  # the text's --hires/--strength tune the picture's pass
         return merged
 
 
@@ -319,8 +323,17 @@ class ChatService:
 
     # ================================================================== planning (reads only)
     def prepare_imagine(self, origin: Origin, text: str, options: ImagineOptions = ImagineOptions()) -> Prepared:
-        """``/imagine``: the prompt's inline flags, the typed options over them, the defaults under them."""
-        request = options.over(parse(text))
+        """``/imagine``: the prompt's inline flags, the typed options over them, the defaults under them.
+        The ``image`` option may be an id or a link to a result; it is checked against ``origin``."""
+        if options.image is not None:
+            options = replace(options, image=self.resolve_image(origin, options.image))
+        try:
+            parsed = parse(text)
+        except RequestError as error:
+            if options.image is None or error.code != "grammar.needs_hires":
+                raise
+            parsed = parse(f"{text} --image {options.image}")  # the typed picture is what --strength tunes
+        request = options.over(parsed)
         return self._prepared(origin, self._images.plan_generate(request, origin.scope,
                                                                  defaults=self._defaults(origin)))
 
@@ -367,10 +380,6 @@ class ChatService:
         return self._prepared(origin, self._images.plan_remix(public_id, text, origin.scope))
 
     def _prepared(self, origin: Origin, plan: GenerationPlan) -> Prepared:
-        request = plan.request
-        if request.hires is not None and hires_steps_run(request) < 1:  # said now, not when the worker runs it
-            raise RequestError("engine.hires_no_steps", steps=request.hires.steps or request.steps,
-                               strength=request.hires.strength)
         screened = False
         if origin.guild_id is not None:  # the server's rules (bot/guild_policy.py): channel, model, safety
             settings = self._guild_settings(origin.guild_id)
@@ -690,6 +699,23 @@ class ChatService:
             if allowed is not None:
                 names = [name for name in names if name in allowed]
         return names
+
+    def image_choices(self, origin: Origin, current: str, *, limit: int = MAX_CHOICES) -> list[tuple[str, str]]:
+        """Autocomplete for an image option: the caller's recent images here, newest first, as
+        (``id · prompt``, id); what was typed filters by id or prompt."""
+        typed = (current or "").strip().casefold()
+        with self._uow() as uow:
+            records = uow.images.history(origin.scope, user_id=origin.user_id, limit=100)
+        out = []
+        for record in records:
+            prompt = " ".join(record.prompt.split())
+            if typed and typed not in record.public_id and typed not in prompt.casefold():
+                continue
+            label = f"{record.public_id} · {prompt}" if prompt else record.public_id
+            out.append((label if len(label) <= 100 else label[:99] + "…", record.public_id))
+            if len(out) == limit:
+                break
+        return out
 
     def lora_names(self, origin: Origin) -> list[str]:
         """The LoRAs ``origin`` may use: the server's own and (unless the server turned them off) the

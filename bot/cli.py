@@ -264,9 +264,11 @@ def cmd_show(container: Container, args: argparse.Namespace) -> int:
         print("infotext:")
         for line in details.infotext.splitlines():
             print(f"  {line}")
+    from generation.api import python_code
+
     print("python:")
-    print("  from generation import generate")
-    print(f"  images = generate({request.render()!r})")
+    for line in python_code(request).splitlines():
+        print(f"  {line}" if line else "")
     return EXIT_OK
 
 

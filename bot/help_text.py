@@ -18,8 +18,8 @@ from generation.request import RANGES, format_number
 from generation.samplers import DEFAULT_SAMPLER, SAMPLERS
 
 #: Topics of ``help.json``, in the order the tutorial reads best.
-TEXT_TOPICS = ("prompt", "negative", "sampler", "steps", "cfg", "seed", "size", "hires", "variation", "lora",
-               "examples", "code")
+TEXT_TOPICS = ("prompt", "negative", "sampler", "steps", "cfg", "seed", "size", "hires", "image", "variation",
+               "lora", "examples", "code")
 #: Topics made here.
 OWN_TOPICS = ("flags", "compare")
 TOPICS = TEXT_TOPICS + OWN_TOPICS
@@ -34,6 +34,7 @@ TOPIC_FLAGS: dict[str, tuple[str, ...]] = {
     "seed": ("seed",),
     "size": ("ar", "size"),
     "hires": ("hires", "hires-steps", "strength"),
+    "image": ("image", "strength"),
     "variation": ("vary-seed", "vary-strength", "n", "chaos"),
     "lora": ("lora", "clip-skip"),
     "examples": (),

@@ -26,7 +26,7 @@ from generation.errors import BrushworkError, ImageNotFound, MetadataError, Requ
 from generation.grammar import parse, parse_defaults
 from generation.metadata import png_bytes, read_recipe
 from generation.operations import Relation
-from generation.request import Note, Request, resolve
+from generation.request import Note, Request, format_number, picture_aspect, resolve
 from generation.version import VERSION
 from storage.archive import save_image
 from storage.errors import NotFound
@@ -143,6 +143,17 @@ class GenerationPlan:
 
 
 @dataclass(frozen=True, slots=True)
+class StartImage:
+    """The picture an img2img request (``--image ID``) starts from."""
+
+    public_id: str
+    path: Path
+    aspect: tuple[int, int]  # the --ar used (``picture_aspect``): its shape within --ar's limits
+    size: tuple[int, int]  # its own width and height
+    beyond_limits: bool  # wider or taller than --ar allows: drawn at the nearest allowed shape
+
+
+@dataclass(frozen=True, slots=True)
 class SavedImage:
     record: ImageRecord
     path: Path  # absolute path of the stored PNG
@@ -209,7 +220,7 @@ class ImageService:
 
     def plan_tweak(self, source: str, changes: str | Request, scope: Scope) -> GenerationPlan:
         parent = self.find_parent(source, scope)
-        overrides = parse(changes, allow_empty_prompt=True) if isinstance(changes, str) else changes
+        overrides = _tweak_changes(changes, parent.request) if isinstance(changes, str) else changes
         return self._resolve(operations.tweak(parent.request, overrides), relation=Relation.TWEAK, parent=parent, scope=scope)
 
     def plan_remix(self, source: str, text: str, scope: Scope) -> GenerationPlan:
@@ -224,7 +235,8 @@ class ImageService:
 
     def plan_upscale(self, source: str, scope: Scope, *, mode: str = "subtle") -> GenerationPlan:
         parent = self.find_parent(source, scope)
-        plan = self._resolve(operations.upscale(parent.request, mode), relation=Relation.UPSCALE, parent=parent, scope=scope)
+        request = operations.upscale(parent.request, mode, parent_id=parent.public_id)
+        plan = self._resolve(request, relation=Relation.UPSCALE, parent=parent, scope=scope)
         return replace(plan, init_image_path=str(parent.path))
 
     def plan_vary(self, source: str, scope: Scope, *, mode: str = "subtle") -> GenerationPlan:
@@ -242,14 +254,40 @@ class ImageService:
     ) -> GenerationPlan:
         model = request.model or self._merged_model(defaults) or self._registry.default
         self._registry.get(model)  # unknown model: a clear ModelError listing the known ones
+        start = self._start_image(request.image, scope) if request.image is not None else None
+        shape_notes: list[Note] = []
+        if start is not None and request.aspect is None and request.width is None:
+            request = replace(request, aspect=start.aspect)  # the picture's shape, at the model's native area
+            if start.beyond_limits:
+                shape_notes.append(Note("note.image_aspect", {"image": start.public_id,
+                                                              "size": "{}x{}".format(*start.size),
+                                                              "used": "{}:{}".format(*start.aspect)}))
         resolved, notes = resolve(request, self._registry.profile(model), model=model, defaults=defaults)
+        notes = shape_notes + notes
         return GenerationPlan(
             request=resolved,
             relation=relation,
             parent_public_id=parent.public_id if parent else None,
             notes=tuple(notes),
             loras=self._plan_loras(resolved, scope),
+            init_image_path=str(start.path) if start is not None else None,
         )
+
+    def _start_image(self, public_id: str, scope: Scope | None) -> StartImage:
+        """``--image ID``: a stored image the caller may see (another server's is "not found"),
+        whose file is there; with its aspect ratio for a request that sets no size."""
+        scope = scope or Scope.local_operator()
+        try:
+            with self._uow() as uow:
+                record = uow.images.get(public_id, scope)
+        except NotFound:
+            raise ImageNotFound("image.start_not_found", id=public_id) from None
+        path = self._store.absolute(record.file_path)
+        if not path.is_file():
+            raise ImageNotFound("image.start_file_missing", id=public_id)
+        aspect, beyond = picture_aspect(record.width, record.height)
+        return StartImage(public_id=public_id, path=path, aspect=aspect, size=(record.width, record.height),
+                          beyond_limits=beyond)
 
     @staticmethod
     def _merged_model(defaults: Sequence[Request]) -> str | None:
@@ -472,6 +510,21 @@ def new_image_row(plan: GenerationPlan, image: EngineImage, index: int, *, owner
 def _single(request: Request) -> Request:
     """A recipe read from a PNG describes one image; make sure it is used as one."""
     return replace(request, n=None, chaos=None) if request.n or request.chaos is not None else request
+
+
+def _tweak_changes(text: str, parent: Request) -> Request:
+    """A tweak's flags.  ``--strength``/``--hires-steps`` alone tune the parent's own refine pass
+    (its hires fix, or the pass over its ``--image`` picture): the parser, which does not know
+    the parent, would otherwise ask for ``--hires``."""
+    try:
+        return parse(text, allow_empty_prompt=True)
+    except RequestError as error:
+        if error.code != "grammar.needs_hires" or parent.hires is None:
+            raise
+    anchor = [f"--image {parent.image}"] if parent.image is not None else []
+    if parent.image is None or parent.hires.scale != 1:
+        anchor.append(f"--hires {format_number(parent.hires.scale)}")
+    return parse(f"{text} {' '.join(anchor)}", allow_empty_prompt=True)
 
 
 def _load_rgb(path: Path):

@@ -11,6 +11,11 @@ generate``); keyword arguments override them.  diffusers' names are accepted
 (``num_inference_steps``, ``guidance_scale``, ``negative_prompt``,
 ``num_images_per_prompt``, ``width``/``height``) as well as Brushwork's (``steps``,
 ``cfg``, ``n``…).  Every image's request reproduces it: ``generate(img.request.render())``.
+
+img2img: ``generate("a watercolor", image="photo.png", strength=0.6)`` (a path or a PIL image,
+as in diffusers' img2img), or by the id a recipe names: ``generate("… --image k3x9fq2a
+--strength 0.6", image_files={"k3x9fq2a": "k3x9fq2a.png"})``.  A picture given directly gets an
+id made from its pixels, so its recipe names it the same way every time.
 """
 
 from __future__ import annotations
@@ -24,7 +29,16 @@ from typing import TYPE_CHECKING, Any
 
 from generation.errors import RequestError
 from generation.grammar import parse
-from generation.request import Hires, LoraRef, Note, Request, resolve
+from generation.request import (
+    DEFAULT_HIRES_SCALE,
+    IMAGE_SCALE,
+    Hires,
+    LoraRef,
+    Note,
+    Request,
+    picture_aspect,
+    resolve,
+)
 from generation.version import VERSION
 
 if TYPE_CHECKING:
@@ -32,6 +46,7 @@ if TYPE_CHECKING:
 
     from generation.engine import Engine, StepInfo
 
+IMAGE_ID_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"  # storage's public-id letters (``--image`` ids)
 _default_engine: Engine | None = None
 _default_lock = threading.Lock()
 
@@ -99,7 +114,8 @@ _ALIASES = {
 
 
 def build_request(prompt: str | Request, **kwargs: Any) -> Request:
-    """The request for ``generate``: inline flags from ``prompt``, overridden by keywords."""
+    """The request for ``generate``: inline flags from ``prompt``, overridden by keywords
+    (``image`` here is an image id; :func:`generate` also takes a picture)."""
     base = parse(prompt) if isinstance(prompt, str) else prompt
     values: dict[str, Any] = {}
     for key, value in kwargs.items():
@@ -112,7 +128,9 @@ def build_request(prompt: str | Request, **kwargs: Any) -> Request:
     hires_steps = values.pop("hires_steps", None)
     strength = values.pop("strength", None)
     if "hires" in values or hires_steps is not None or strength is not None:
-        values["hires"] = _hires(values.get("hires", base.hires), hires_steps, strength)
+        img2img = values.get("image") is not None or base.image is not None
+        values["hires"] = _hires(values.get("hires", base.hires), hires_steps, strength,
+                                 default_scale=IMAGE_SCALE if img2img else DEFAULT_HIRES_SCALE)
     if "aspect" in values:
         values["aspect"] = _aspect(values["aspect"])
     if "loras" in values:
@@ -134,12 +152,15 @@ def build_request(prompt: str | Request, **kwargs: Any) -> Request:
     return base.merged(overrides)
 
 
-def _hires(value: Any, steps: int | None, strength: float | None) -> Hires | None:
+def _hires(value: Any, steps: int | None, strength: float | None, *,
+           default_scale: float = DEFAULT_HIRES_SCALE) -> Hires | None:
     if value is False:
         return None
     if isinstance(value, Hires):
         hires = value
-    elif value is None or value is True:
+    elif value is None:
+        hires = Hires(scale=default_scale)  # --strength alone: the refine pass of --image keeps the size
+    elif value is True:
         hires = Hires()
     elif isinstance(value, (int, float)):
         hires = Hires(scale=float(value))
@@ -192,24 +213,75 @@ def generate(
     engine: Engine | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
     lora_files: Mapping[str, str | PathLike[str]] | str | PathLike[str] | None = None,
+    image_files: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> list[GeneratedImage]:
     """Generate images; see the module docstring.  Raises ``RequestError`` for bad input.
 
     ``lora_files`` says where ``--lora`` names are: ``{"inkwash": "inkwash.safetensors"}``, or a
     folder of ``.safetensors`` files (by file name); default: the engine's own LoRA folder.
+    ``image_files`` says where ``--image`` ids are: ``{"k3x9fq2a": "k3x9fq2a.png"}`` (paths or PIL
+    images); ``image=`` may also be the picture itself.
     """
     engine = engine or default_engine()
+    files = dict(image_files or {})
+    picture = kwargs.get("image")
+    if picture is not None and not isinstance(picture, str):  # diffusers' img2img: the picture itself
+        kwargs["image"] = _picture_id(_load_picture(picture, "image"))
+        files[kwargs["image"]] = picture
     request = build_request(prompt, **kwargs)
+    start = None
+    if request.image is not None:
+        if request.image not in files:
+            raise RequestError("api.image_file_missing", id=request.image)
+        start = _load_picture(files[request.image], request.image)
+        if request.aspect is None and request.width is None:
+            request = replace(request, aspect=picture_aspect(*start.size)[0])  # keep the picture's shape
     model = request.model or engine.registry.default
     engine.registry.get(model)
     resolved, notes = resolve(request, engine.registry.profile(model), model=model)
-    results = engine.generate(resolved.images(), on_step=on_step, lora_resolver=_lora_files(lora_files))
+    images = resolved.images()
+    results = engine.generate(images, init_images=[start] * len(images) if start is not None else None,
+                              on_step=on_step, lora_resolver=_lora_files(lora_files))
     return [
         GeneratedImage(image=r.image, request=r.request, model_hash=r.model_hash,
                        lora_hashes=dict(r.lora_hashes), notes=tuple(notes))
         for r in results
     ]
+
+
+def python_code(request: Request, *, save_as: str | None = None) -> str:
+    """The Python that reproduces ``request`` with this API (shown by ``brushwork show`` and ℹ️)."""
+    call = f"generate({request.render()!r}"
+    if request.image is not None:  # the picture it started from, saved beside it under its id
+        call += f", image_files={{{request.image!r}: {request.image + '.png'!r}}}"
+    lines = ["from generation import generate", "", f"images = {call})"]
+    if save_as is not None:
+        lines.append(f"images[0].save({save_as!r})")
+    return "\n".join(lines)
+
+
+def _load_picture(source: Any, name: str) -> Image.Image:
+    """A start picture from a PIL image or a file path, as RGB."""
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(source, Image.Image):
+        return source.convert("RGB")
+    if isinstance(source, (str, PathLike)):
+        try:
+            with Image.open(source) as opened:
+                return opened.convert("RGB")
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+            raise RequestError("api.image_unreadable", name=name, path=str(source), reason=str(exc)[:200]) from None
+    raise RequestError("api.image_unreadable", name=name, path=type(source).__name__, reason="not a picture")
+
+
+def _picture_id(picture: Image.Image) -> str:
+    """An ``--image`` id made from a picture's pixels: the same picture, the same id."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{picture.size}".encode() + picture.tobytes()).digest()
+    return "".join(IMAGE_ID_ALPHABET[byte % len(IMAGE_ID_ALPHABET)] for byte in digest[:8])
 
 
 def _lora_files(files: Mapping[str, str | PathLike[str]] | str | PathLike[str] | None) -> Any:

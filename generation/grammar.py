@@ -31,7 +31,15 @@ from typing import Any
 
 from generation.errors import RequestError
 from generation.i18n import translate
-from generation.request import DEFAULT_HIRES_SCALE, RANGES, Hires, LoraRef, Request, format_number
+from generation.request import (
+    DEFAULT_HIRES_SCALE,
+    IMAGE_SCALE,
+    RANGES,
+    Hires,
+    LoraRef,
+    Request,
+    format_number,
+)
 from generation.samplers import find_sampler, sampler_names
 
 __all__ = ["FLAGS", "FlagSpec", "find_flag", "parse", "parse_defaults", "render"]
@@ -98,6 +106,7 @@ FLAGS: tuple[FlagSpec, ...] = (
     FlagSpec("vary-seed", "vary_seed", "seed", "N", "--vary-seed 7", ("subseed",), "seed"),
     FlagSpec("vary-strength", "vary_strength", "number", "S", "--vary-strength 0.2", ("subseed-strength",),
              "vary_strength"),
+    FlagSpec("image", "image", "image", "ID", "--image k3x9fq2a", ("init", "init-image", "img2img")),
     FlagSpec("hires", "hires.scale", "scale", "[SCALE]", "--hires 2", range_key="hires_scale"),
     FlagSpec("hires-steps", "hires.steps", "integer", "N", "--hires-steps 15", range_key="hires_steps"),
     FlagSpec("strength", "hires.strength", "number", "S", "--strength 0.5", ("denoise", "denoising-strength"),
@@ -326,8 +335,13 @@ def _read(ctx: _Context, value: str) -> Any:
         if len(text) > 1 and text[-1] in "xX×":  # "--hires 2x"
             text = text[:-1].rstrip()
         scale = ctx.number(text)
+        if scale == IMAGE_SCALE:  # Hires(1) is --image's refine pass; typed, --hires must upscale
+            raise ctx.out_of_range(value)
         _probe_hires(ctx, scale=scale)
         return scale
+    if kind == "image":
+        _probe(ctx, image=value)
+        return value.strip().lower()
     if kind == "aspect":
         return _read_aspect(ctx, value)
     if kind == "size":
@@ -404,6 +418,7 @@ _MISSING = {
     "aspect": "grammar.missing_aspect",
     "size": "grammar.missing_size",
     "lora": "grammar.missing_lora",
+    "image": "grammar.missing_image",
 }
 
 
@@ -460,7 +475,7 @@ def _parse(text: str, *, allow_empty_prompt: bool, flags_only: bool) -> Request:
             values[spec.field] = result
 
     for part in ("hires-steps", "strength"):
-        if _BY_NAME[part].flag in typed and "--hires" not in typed:
+        if _BY_NAME[part].flag in typed and "--hires" not in typed and "--image" not in typed:
             raise RequestError("grammar.needs_hires", flag=typed[_BY_NAME[part].flag])
     if "--ar" in typed and "--size" in typed:
         first, second = sorted((typed["--ar"], typed["--size"]), key=lambda t: _position(flags, t))
@@ -473,8 +488,9 @@ def _parse(text: str, *, allow_empty_prompt: bool, flags_only: bool) -> Request:
                 fields["width"], fields["height"] = value
         elif not name.startswith("hires."):
             fields[name] = value
-    if "hires.scale" in values:
-        fields["hires"] = Hires(values["hires.scale"], values.get("hires.steps"), values.get("hires.strength"))
+    if "hires.scale" in values or "image" in values:  # --image: its refine pass keeps the size unless --hires
+        fields["hires"] = Hires(values.get("hires.scale", IMAGE_SCALE), values.get("hires.steps"),
+                                values.get("hires.strength"))
     if loras:
         fields["loras"] = tuple(loras)
     if not prompt and not allow_empty_prompt:
@@ -529,8 +545,11 @@ def render(request: Request) -> str:
     _number(parts, "--seed", r.seed)
     _number(parts, "--vary-seed", r.vary_seed)
     _number(parts, "--vary-strength", r.vary_strength)
+    if r.image is not None:
+        parts.append("--image " + r.image)
     if r.hires is not None:
-        _number(parts, "--hires", r.hires.scale)
+        if not (r.image is not None and r.hires.scale == IMAGE_SCALE):
+            _number(parts, "--hires", r.hires.scale)
         _number(parts, "--hires-steps", r.hires.steps)
         _number(parts, "--strength", r.hires.strength)
     _number(parts, "--clip-skip", r.clip_skip)

@@ -41,7 +41,16 @@ from typing import Any, BinaryIO, Literal
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from generation.errors import MetadataError, RequestError
-from generation.request import NAME_PATTERN, RANGES, Hires, LoraRef, Request, format_number, hires_size
+from generation.request import (
+    IMAGE_SCALE,
+    NAME_PATTERN,
+    RANGES,
+    Hires,
+    LoraRef,
+    Request,
+    format_number,
+    hires_size,
+)
 from generation.samplers import find_sampler, from_infotext
 
 FORMAT = 1  # version of the ``brushwork`` chunk's JSON layout
@@ -64,7 +73,7 @@ _TRAILING_LORA_TAG = re.compile(r"\s*<lora:([^<>]*)>\Z")
 KNOWN_KEYS = frozenset({
     "Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size", "Model hash", "Model",
     "Variation seed", "Variation seed strength", "Denoising strength", "Clip skip", "RNG", "Tiling",
-    "Hires upscale", "Hires resize", "Hires steps", "Hires upscaler", "Lora hashes", "Version",
+    "Hires upscale", "Hires resize", "Hires steps", "Hires upscaler", "Lora hashes", "Version", "Init image",
 })
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -152,16 +161,21 @@ def infotext(
     hires = request.hires
     if hires is not None and hires.strength is not None:
         pairs.append(("Denoising strength", format_number(hires.strength)))
+    if request.image is not None:  # img2img from a stored image (A1111 names no source; Brushwork does)
+        pairs.append(("Init image", request.image))
     if request.clip_skip is not None and request.clip_skip > 1:
         pairs.append(("Clip skip", str(request.clip_skip)))
     pairs.append(("RNG", "CPU"))  # noise comes from a CPU torch.Generator, like A1111's "CPU" option
     if request.tile:
         pairs.append(("Tiling", "True"))
     if hires is not None:
-        pairs.append(("Hires upscale", format_number(hires.scale)))
+        upscales = not (request.image is not None and hires.scale == IMAGE_SCALE)  # img2img at the same size
+        if upscales:
+            pairs.append(("Hires upscale", format_number(hires.scale)))
         if hires.steps is not None:
             pairs.append(("Hires steps", str(hires.steps)))
-        pairs.append(("Hires upscaler", hires_upscaler))
+        if upscales:
+            pairs.append(("Hires upscaler", hires_upscaler))
     if lora_hashes:
         pairs.append(("Lora hashes", _lora_hashes_text(lora_hashes)))
     for key, value in (extra or {}).items():
@@ -427,7 +441,8 @@ def _build(params: dict[str, str], prompt: str, negative: str | None, loras: lis
     if params.get("RNG", "").strip().upper() == "CPU":
         pairs.text("RNG")  # what Brushwork always does; any other RNG stays in extra
     tile = _tiling(pairs)
-    hires, hires_upscaler = _hires(pairs, width, height)
+    image = pairs.text("Init image")
+    hires, hires_upscaler = _hires(pairs, width, height, img2img=image is not None)
     lora_hashes = _parse_lora_hashes(pairs.text("Lora hashes"))
     version = pairs.text("Version")
 
@@ -435,7 +450,7 @@ def _build(params: dict[str, str], prompt: str, negative: str | None, loras: lis
         request = Request(
             prompt=prompt, negative_prompt=negative, seed=seed, steps=steps, cfg=cfg, sampler=sampler,
             width=width, height=height, model=model, loras=tuple(loras) or None, hires=hires,
-            vary_seed=vary_seed, vary_strength=vary_strength, clip_skip=clip_skip, tile=tile,
+            vary_seed=vary_seed, vary_strength=vary_strength, clip_skip=clip_skip, tile=tile, image=image,
         )
     except RequestError as exc:
         if exc.code == "request.prompt_too_long":
@@ -466,14 +481,18 @@ def _tiling(pairs: _Pairs) -> bool | None:
     return True if lowered == "true" else None
 
 
-def _hires(pairs: _Pairs, width: int | None, height: int | None) -> tuple[Hires | None, str | None]:
-    """``Hires upscale`` (or A1111's ``Hires resize: WxH``), ``Hires steps``, ``Denoising strength``."""
+def _hires(pairs: _Pairs, width: int | None, height: int | None, *,
+           img2img: bool = False) -> tuple[Hires | None, str | None]:
+    """``Hires upscale`` (or A1111's ``Hires resize: WxH``), ``Hires steps``, ``Denoising strength``;
+    with ``Init image`` (Brushwork's img2img) and no upscale, the refine pass at scale 1."""
     if "Hires upscale" in pairs.params:
         scale = pairs.number("Hires upscale", "hires_scale")
     elif "Hires resize" in pairs.params:
         scale = _resize_scale(pairs.text("Hires resize"), width, height)
+    elif img2img:
+        scale = IMAGE_SCALE
     else:
-        return None, None  # Denoising strength without hires is img2img's: it stays in extra
+        return None, None  # Denoising strength without hires is A1111 img2img's (no source): it stays in extra
     steps = pairs.integer("Hires steps", "hires_steps", zero_is_unset=True)  # 0: as many as the base pass
     strength = pairs.number("Denoising strength", "strength")
     return Hires(scale=scale, steps=steps, strength=strength), pairs.text("Hires upscaler")

@@ -13,6 +13,7 @@ from enum import StrEnum
 from generation.errors import RequestError
 from generation.request import (
     DEFAULT_HIRES_SCALE,
+    IMAGE_SCALE,
     UPSCALE_STRENGTH,
     VARY_STRENGTH,
     Hires,
@@ -47,20 +48,25 @@ def tweak(parent: Request, changes: Request) -> Request:
     return child
 
 
-def upscale(parent: Request, mode: str = "subtle") -> Request:
+def upscale(parent: Request, mode: str = "subtle", *, parent_id: str | None = None) -> Request:
     """A 2× hires pass over the parent image (the parent's pixels are the base pass).
 
     ``subtle`` keeps the image and adds detail; ``creative`` lets the model repaint more.
+    A parent that itself started from a picture (``--image``, at its own size) has no base
+    pass to replay: the upscale starts from the parent (``parent_id``, its stored id), so the
+    recipe says exactly what was done.
     """
     if mode not in UPSCALE_STRENGTH:
         raise RequestError("request.bad_mode", value=mode, allowed=list(UPSCALE_STRENGTH))
-    if parent.hires is not None:
+    same_size_img2img = parent.image is not None and parent.hires is not None and parent.hires.scale == IMAGE_SCALE
+    if parent.hires is not None and not same_size_img2img:
         raise RequestError("request.already_upscaled", size=_size(parent))
-    return replace(
-        parent,
-        n=None,
-        hires=Hires(scale=DEFAULT_HIRES_SCALE, steps=parent.steps, strength=UPSCALE_STRENGTH[mode]),
-    )
+    hires = Hires(scale=DEFAULT_HIRES_SCALE, steps=parent.steps, strength=UPSCALE_STRENGTH[mode])
+    if parent.image is not None:
+        if parent_id is None:
+            raise RequestError("request.upscale_needs_id")
+        return replace(parent, n=None, image=parent_id, hires=hires)
+    return replace(parent, n=None, hires=hires)
 
 
 def vary(parent: Request, mode: str = "subtle", *, vary_seed: int | None = None) -> Request:
@@ -71,6 +77,8 @@ def vary(parent: Request, mode: str = "subtle", *, vary_seed: int | None = None)
     """
     if mode not in VARY_STRENGTH:
         raise RequestError("request.bad_mode", value=mode, allowed=list(VARY_STRENGTH))
+    if parent.image is not None:  # a variation seed shapes the base pass's noise; a picture replaced it
+        raise RequestError("request.vary_from_image", image=parent.image)
     seed = vary_seed if vary_seed is not None else draw_seed()
     return replace(parent, n=None, chaos=None).with_variation(seed, VARY_STRENGTH[mode])
 

@@ -17,6 +17,7 @@ import re
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
+from fractions import Fraction
 from typing import Any
 
 from generation.errors import BrushworkError, RequestError
@@ -46,7 +47,13 @@ RANGES: dict[str, tuple[float, float]] = {
     "clip_skip": (1, 12),
 }
 
+#: ``--image``: the id of a stored image to start from (storage's public ids: 8 of
+#: ``23456789abcdefghjkmnpqrstuvwxyz``; the owner of the id space checks it exists and is visible).
+IMAGE_REF_PATTERN = re.compile(r"[2-9a-hjkmnp-z]{8}")
+
 DEFAULT_HIRES_SCALE = 2.0
+#: With ``--image`` and no ``--hires``, the refine pass keeps the picture's size: scale 1.
+IMAGE_SCALE = 1.0
 DEFAULT_HIRES_STRENGTH = 0.5
 
 # Presets for the image operations (Midjourney's names, A1111's knobs).
@@ -83,7 +90,8 @@ class Hires:
     strength: float | None = None
 
     def __post_init__(self) -> None:
-        _check_number("hires_scale", self.scale, "--hires", integer=False)
+        if self.scale != IMAGE_SCALE or isinstance(self.scale, bool):  # 1: the refine pass of --image
+            _check_number("hires_scale", self.scale, "--hires", integer=False)
         if self.steps is not None:
             _check_number("hires_steps", self.steps, "--hires-steps", integer=True)
         if self.strength is not None:
@@ -110,6 +118,10 @@ class Request:
     chaos: int | None = None
     clip_skip: int | None = None
     tile: bool | None = None
+    # img2img: the stored image to start from instead of noise (A1111's "send to img2img").
+    # The picture replaces the base pass; ``hires`` is then its one refine pass (scale 1:
+    # the same size; ``strength``: how much is repainted).
+    image: str | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -284,6 +296,19 @@ def aspect_size(aspect: tuple[int, int], area: int) -> tuple[int, int]:
     return snap8(width), snap8(width * b / a)
 
 
+def picture_aspect(width: int, height: int, *, max_part: int = 100) -> tuple[tuple[int, int], bool]:
+    """The ``--ar`` that keeps a picture's shape (``--image`` without a size): its width:height
+    reduced to parts of at most ``max_part``, within ``--ar``'s limits (1:4 to 4:1); and whether
+    the picture is beyond those limits (then it is drawn at the nearest allowed shape)."""
+    true = Fraction(width, height)
+    low, high = (Fraction(bound).limit_denominator() for bound in RANGES["aspect_ratio"])
+    clamped = min(max(true, low), high)
+    ratio = clamped.limit_denominator(max_part)
+    if ratio.numerator > max_part:  # wide: the denominator was limited, the numerator may not be
+        ratio = Fraction(max_part, max(1, round(max_part / clamped)))
+    return (ratio.numerator, ratio.denominator), clamped != true
+
+
 def draw_seed() -> int:
     return secrets.randbelow(MAX_SEED + 1)
 
@@ -386,6 +411,30 @@ def _validate(r: Request) -> None:
         raise RequestError("request.bad_tile")
     if r.tile is False:
         object.__setattr__(r, "tile", None)
+    _validate_image(r)
+
+
+def _validate_image(r: Request) -> None:
+    """``--image``: a well-formed id; the refine pass exists (scale 1 unless ``--hires``); no
+    variation seeds or chaos, which shape the noise of a base pass that a picture replaces."""
+    if r.image is None:
+        if r.hires is not None and r.hires.scale == IMAGE_SCALE:
+            lo, hi = RANGES["hires_scale"]
+            raise RequestError("request.out_of_range", flag="--hires", value="1", low=format_number(lo),
+                               high=format_number(hi))
+        return
+    if not isinstance(r.image, str):
+        raise RequestError("request.bad_image_ref", flag="--image", value=r.image)
+    ref = r.image.strip().lower()
+    if not IMAGE_REF_PATTERN.fullmatch(ref):
+        raise RequestError("request.bad_image_ref", flag="--image", value=r.image[:40])
+    object.__setattr__(r, "image", ref)
+    if r.hires is None:
+        object.__setattr__(r, "hires", Hires(scale=IMAGE_SCALE))
+    if r.chaos is not None:
+        raise RequestError("request.conflict", first="--image", second="--chaos")
+    if r.vary_seed is not None or r.vary_strength is not None:
+        raise RequestError("request.conflict", first="--image", second="--vary-seed/--vary-strength")
 
 
 # ---------------------------------------------------------------------- resolution
@@ -440,6 +489,9 @@ def resolve(
         if hires.steps > profile.max_steps:
             raise RequestError("request.out_of_range", flag="--hires-steps", value=hires.steps, low=1,
                                high=profile.max_steps)
+        if int(hires.steps * hires.strength) < 1:  # img2img runs steps × strength of them: none at all
+            raise RequestError("request.refine_no_steps", steps=hires.steps, strength=format_number(hires.strength),
+                               flag="--steps" if r.image is not None and r.hires.steps is None else "--hires-steps")
         out_w, out_h = hires_size(width, height, hires.scale)
         _check_size(out_w, out_h, profile, flag="--hires")
 

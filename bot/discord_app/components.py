@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from generation.i18n import translate
+from generation.request import IMAGE_SCALE
 
 if TYPE_CHECKING:
     from bot.chat import RemixForm
@@ -73,14 +74,16 @@ def status_view(job_id: str, locale: str) -> discord.ui.View:
 
 
 def result_view(job_id: str, records: Sequence[ImageRecord], locale: str) -> discord.ui.View:
-    """Under the images: U1–U4, V1–V4, then 🔁 ✏️ ℹ️ 🗑."""
+    """Under the images: U1–U4 (not on upscaled ones), V1–V4 (not on ones that started from a
+    picture: a variation seed shapes noise the picture replaced), then 🔁 ✏️ ℹ️ 🗑."""
     view = discord.ui.View(timeout=None)
-    upscalable = [(i, r) for i, r in enumerate(records) if not (r.request or {}).get("hires")]
+    upscalable = [(i, r) for i, r in enumerate(records) if _upscalable(r.request or {})]
     for index, record in upscalable:
         view.add_item(ResultButton("u", record.public_id, label=f"U{index + 1}", row=0))
-    for index, record in enumerate(records):
+    variable = [(i, r) for i, r in enumerate(records) if not (r.request or {}).get("image")]
+    for index, record in variable:
         view.add_item(ResultButton("v", record.public_id, label=f"V{index + 1}", row=1 if upscalable else 0))
-    row = 2 if upscalable else 1
+    row = sum(1 for buttons in (upscalable, variable) if buttons)
 
     def t(code: str) -> str:
         return translate(f"imagine.button.{code}", locale)
@@ -90,6 +93,12 @@ def result_view(job_id: str, records: Sequence[ImageRecord], locale: str) -> dis
     view.add_item(ResultButton("i", job_id, label=t("info"), emoji="ℹ️", row=row))
     view.add_item(ResultButton("d", job_id, label=t("delete"), emoji="🗑️", style=discord.ButtonStyle.danger, row=row))
     return view
+
+
+def _upscalable(request: dict[str, Any]) -> bool:
+    """Not upscaled yet: no hires pass, or only the same-size refine pass of ``--image``."""
+    hires = request.get("hires")
+    return not hires or (request.get("image") is not None and hires.get("scale") == IMAGE_SCALE)
 
 
 class RemixModal(discord.ui.Modal):

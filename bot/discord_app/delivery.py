@@ -206,7 +206,11 @@ def key_settings(request: Request, width: int, height: int, locale: str) -> str:
     parts = [f"{width}×{height}", str(request.model), str(request.sampler),
              translate("imagine.result.steps", locale, steps=request.steps),
              f"CFG {format_number(request.cfg) if request.cfg is not None else '?'}"]
-    if request.hires is not None:
+    if request.image is not None:
+        strength = request.hires.strength if request.hires is not None else None
+        parts.append(translate("imagine.result.start_image", locale, image=request.image,
+                               strength=format_number(strength) if strength is not None else "—"))
+    if request.hires is not None and not (request.image is not None and request.hires.scale == 1):
         parts.append(translate("imagine.result.hires", locale, scale=format_number(request.hires.scale)))
     if request.loras:
         parts.append("LoRA " + ", ".join(ref.render() for ref in request.loras))
@@ -252,9 +256,9 @@ class InfoCard:
 
 def python_snippet(request: Request, public_id: str, *, upscale_of: str | None = None) -> str:
     """Code that reproduces the image with Brushwork's Python API."""
-    lines = ["from generation import generate", "",
-             f"images = generate({request.render()!r})",
-             f'images[0].save("{public_id}.png")']
+    from generation.api import python_code
+
+    lines = python_code(request, save_as=f"{public_id}.png").split("\n")
     if upscale_of:
         lines.insert(0, f"# an upscale starts from image {upscale_of}: reproduce that one first, then run its "
                         "hires pass (brushwork upscale)")

@@ -312,3 +312,36 @@ async def test_info_reads_the_recipe_of_an_uploaded_image(brushwork_bot):
     assert "not both" in data["content"]
     neither = await h.fake.slash(h.world.alice, h.world.general, "info", {})
     assert "not both and not neither" in (await ephemeral(h, neither))["content"]
+
+
+async def test_imagine_from_one_of_your_images(brushwork_bot):
+    """img2img: ``--image ID`` inline or the ``image`` option (an id or a result link); the result
+    names its picture, offers U but no V, and another server's image cannot be a start."""
+    h = brushwork_bot
+    start = await result_of(h, prompt="a harbour --seed 3")
+    sid = ids_of(start)[0]
+    offered = await h.fake.autocomplete(h.world.alice, h.world.general, "imagine", {"prompt": "x", "image": "harb"},
+                                        focused="image")  # your recent images, by prompt or id
+    assert [(c["value"], c["name"]) for c in offered] == [(sid, f"{sid} · a harbour")]
+    assert await h.fake.autocomplete(h.world.wei, h.world.general, "tweak", {"image": "", "prompt": "x"},
+                                     focused="image") == []  # wei has made nothing yet
+    made = await result_of(h, prompt=f"a harbour at night --image {sid} --strength 0.5")
+    request = recipe(made)
+    assert (request.image, request.hires.scale, request.hires.strength) == (sid, 1.0, 0.5)
+    actions = [cid.split(":")[1] for cid in made.custom_ids]
+    assert actions == ["u", "r", "x", "i", "d"]  # no V: a variation seed shapes noise the picture replaced
+    assert f"from {sid} at strength 0.5" in made.content and "hires" not in made.content
+
+    link = f"https://discord.com/channels/{h.world.guild.id}/{h.world.general.id}/{start.id}"
+    option = await h.imagine(h.world.wei, h.world.general, "一座夜晚的港口 --strength 0.6", image=link)
+    assert recipe(await h.wait_for_result(option)).image == sid
+
+    upscaled = await h.wait_for_result(await h.fake.click(h.world.alice, made, f"bw1:u:{ids_of(made)[0]}"))
+    assert recipe(upscaled).image == ids_of(made)[0] and recipe(upscaled).hires.scale == 2.0
+
+    other = h.fake.add_guild("Other Server")
+    lobby = h.fake.add_channel(other, "lobby")
+    bob = h.fake.add_user("bob", guild=other)
+    await h.fake.wait_until(lambda: h.bot.get_channel(lobby.id) is not None, description="the new guild")
+    data = await ephemeral(h, await h.imagine(bob, lobby, f"a boat --image {sid}"))
+    assert f"no image `{sid}` here to start from" in data["content"]

@@ -137,7 +137,7 @@ def test_the_servers_channel_allow_list_applies_threads_follow_their_parent(cont
 def test_a_hires_pass_without_steps_is_refused_when_planned(container):
     with pytest.raises(RequestError) as raised:
         container.chat.prepare_imagine(origin(), "a fox --size 64x64 --steps 2 --hires 2 --strength 0.2")
-    assert raised.value.code == "engine.hires_no_steps"
+    assert raised.value.code == "request.refine_no_steps" and "--hires-steps" in raised.value.message()
 
 
 def test_prepare_only_reads_and_submit_stores_the_reply_reference(container):

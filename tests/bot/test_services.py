@@ -138,3 +138,80 @@ def test_lora_from_the_home_folder_is_hashed_into_row_and_png(tmp_path, make_lor
         assert "inkwash" in exc.value.message()
     finally:
         container.close()
+
+
+def _pixels(path):
+    import numpy as np
+
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.float32)
+
+
+def test_img2img_starts_from_a_stored_image_of_the_same_scope(container):
+    import numpy as np
+
+    a = Scope(user_id=ALICE, guild_id=GUILD_A)
+    start = make(container, "a cat --seed 3 --size 64x64 --steps 3", a)[0]
+    sid = start.record.public_id
+    gentle, strong = (make(container, f"a watercolor cat --image {sid} --strength {s} --steps 10 --seed 8 --size 64x64",
+                           a)[0] for s in (0.2, 0.9))
+    assert gentle.request.image == sid and gentle.request.hires.scale == 1.0 and gentle.request.hires.strength == 0.2
+    with Image.open(gentle.path) as img:
+        assert img.size == (64, 64)  # the same size: no upscale without --hires
+    base = _pixels(start.path)
+    near, far = (float(np.abs(_pixels(item.path) - base).mean()) for item in (gentle, strong))
+    assert near < far  # a low strength keeps more of the picture
+    assert read_recipe(gentle.path).request == gentle.request  # the recipe names the picture
+    assert f"--image {sid}" in gentle.record.canonical and "--strength 0.2" in gentle.record.canonical
+    again = make(container, gentle.request.render(), a)[0]  # same request, same picture: same pixels
+    assert np.array_equal(_pixels(again.path), _pixels(gentle.path))
+
+    # another server's image (or a DM's) cannot be a starting picture
+    for scope in (Scope(user_id=BOB, guild_id=GUILD_B), Scope(user_id=ALICE)):
+        with pytest.raises(ImageNotFound) as error:
+            container.images.plan_generate(f"a dog --image {sid}", scope)
+        assert error.value.code == "image.start_not_found" and sid in error.value.message()
+
+
+def test_img2img_keeps_the_pictures_shape_and_its_children_stay_honest(container, tmp_path):
+    a = Scope(user_id=ALICE, guild_id=GUILD_A)
+    wide = make(container, "a river --seed 5 --size 96x64 --steps 2", a)[0].record.public_id
+    plan = container.images.plan_generate(f"an ink painting --image {wide} --steps 2", a)
+    assert plan.request.size == (624, 416) and plan.init_image_path  # 3:2 at the tiny model's native area
+    assert plan.request.hires.strength == 0.5  # the default strength
+    child = container.images.execute(container.images.plan_generate(
+        f"an ink painting --image {wide} --steps 4 --size 64x64 --seed 4", a), a)[0]
+    cid = child.record.public_id
+
+    upscale = container.images.plan_upscale(cid, a)  # starts from the child itself: the recipe says so
+    assert upscale.request.image == cid and upscale.request.hires.scale == 2.0
+    assert upscale.init_image_path == str(child.path)
+    with pytest.raises(RequestError) as error:
+        container.images.plan_vary(cid, a)
+    assert error.value.code == "request.vary_from_image"
+    tweak = container.images.plan_tweak(cid, "--strength 0.7", a)  # tunes the picture's pass: no --hires needed
+    assert (tweak.request.image, tweak.request.hires.scale, tweak.request.hires.strength) == (wide, 1.0, 0.7)
+    assert tweak.request.seed == 4 and tweak.init_image_path == str(container.store.absolute(
+        container.images.show(wide, a).record.file_path))
+
+    # the file of the starting picture went away (purged): a clear answer, not a failed job
+    with container.unit_of_work() as uow:
+        path = container.store.absolute(uow.images.get(wide, a).file_path)
+    path.unlink()
+    with pytest.raises(ImageNotFound) as error:
+        container.images.plan_generate(f"again --image {wide}", a)
+    assert error.value.code == "image.start_file_missing"
+
+
+def test_a_tweak_may_tune_the_parents_refine_pass_without_repeating_it():
+    from bot.services import _tweak_changes
+    from generation.grammar import parse
+
+    upscaled = parse("a cat --hires 1.5 --strength 0.4")
+    assert _tweak_changes("--strength 0.6", upscaled).hires.scale == 1.5
+    picture = parse("a cat --image k3x9fq2a --strength 0.4")
+    changes = _tweak_changes("--hires-steps 12", picture)
+    assert (changes.image, changes.hires.scale, changes.hires.steps) == ("k3x9fq2a", 1.0, 12)
+    with pytest.raises(RequestError) as error:  # a txt2img parent has no refine pass to tune
+        _tweak_changes("--strength 0.6", parse("a cat"))
+    assert error.value.code == "grammar.needs_hires"

@@ -238,8 +238,13 @@ def test_init_images_are_checked(tiny_engine):
 
 
 def test_hires_that_runs_no_step_is_refused(tiny_engine):
-    with pytest.raises(RequestError) as error:
-        tiny_engine.generate(tiny(hires=Hires(2.0, steps=1, strength=0.5)))
+    with pytest.raises(RequestError) as error:  # resolving says so first, for every front end
+        tiny(hires=Hires(2.0, steps=1, strength=0.5))
+    assert error.value.code == "request.refine_no_steps" and "--hires-steps" in error.value.message()
+    unchecked = Request(prompt=PROMPT, width=64, height=64, steps=3, seed=1, cfg=7.0, sampler="Euler", model="tiny",
+                        hires=Hires(2.0, steps=1, strength=0.5))
+    with pytest.raises(RequestError) as error:  # and the engine itself never runs an empty pass
+        tiny_engine.generate([unchecked])
     assert error.value.code == "engine.hires_no_steps"
 
 

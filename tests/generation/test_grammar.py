@@ -258,6 +258,13 @@ ERRORS = [
     ("a cat --size 4x512", "request.out_of_range", ["--size 4", "8–8192"]),
     ("a cat --size 512x9000", "request.out_of_range", ["--size 9000", "8–8192"]),
     ("a cat --hires abc", "grammar.bad_number", ["--hires", "abc", "1.05", "4"]),
+    ("a cat --image", "grammar.missing_image", ["--image", "k3x9fq2a", "/history"]),
+    ("a cat --image ../etc", "request.bad_image_ref", ["--image", "../etc", "8 letters"]),
+    ("a cat --init k3x9fq2a0", "request.bad_image_ref", ["--init", "k3x9fq2a0"]),
+    ("a cat --strength 0.6", "grammar.needs_hires", ["--strength", "--hires", "--image"]),
+    ("a cat --image k3x9fq2a --chaos 20 --n 2", "request.conflict", ["--image", "--chaos"]),
+    ("a cat --image k3x9fq2a --vary-strength 0.2", "request.conflict", ["--image", "--vary-strength"]),
+    ("a cat --image k3x9fq2a --hires 1", "request.out_of_range", ["--hires 1", "1.05–4"]),
     ("a cat --hires --hires-steps 1.5", "grammar.bad_integer", ["--hires-steps", "1", "150"]),
     ("a cat --ar 16/9", "grammar.aspect_separator", ["--ar", "16:9", "16/9", "1", "100"]),
     ("a cat --ar 16x9", "grammar.aspect_separator", ["--ar", "16:9", "--size"]),
@@ -425,7 +432,7 @@ FRAGMENTS = st.sampled_from([
     "x", "×", "*", ".", "+", "-1", "0", "7", "7.5", "1e999", "nan", "0x10", "9" * 30, "猫", "水墨", "a",
     "seed", "no", "neg", "ar", "size", "steps", "cfg", "guidance", "sampler", "euler_a", "DPM++ 2M Karras",
     "n", "model", "lora", "hires", "hires-steps", "strength", "denoise", "vary-seed", "vary_strength",
-    "chaos", "clip-skip", "tile", "3:2", "768x512", "ink:0.8", "BREAK", "(", ")",
+    "chaos", "clip-skip", "tile", "3:2", "768x512", "ink:0.8", "BREAK", "(", ")", "image", "k3x9fq2a", "init",
 ])
 ANY_TEXT = st.one_of(
     st.text(max_size=200),
@@ -493,13 +500,18 @@ def requests(draw):
     names = draw(st.lists(NAMES, max_size=3, unique_by=str.lower))
     if names:
         fields["loras"] = tuple(LoraRef(name, draw(st.floats(-2.0, 2.0))) for name in names)
+    image = draw(st.none() | st.text("23456789abcdefghjkmnpqrstuvwxyz", min_size=8, max_size=8))
+    if image is not None:
+        fields["image"] = image  # img2img: its refine pass is scale 1 unless --hires
     if draw(st.booleans()):
         fields["hires"] = Hires(
-            draw(st.floats(1.05, 4.0)),
+            1.0 if image is not None and draw(st.booleans()) else draw(st.floats(1.05, 4.0)),
             draw(st.none() | st.integers(1, 150)),
             draw(st.none() | st.floats(0.01, 1.0)),
         )
-    if draw(st.booleans()):
+    if image is not None:
+        pass  # a picture replaces the base pass: no variation seeds, no chaos
+    elif draw(st.booleans()):
         maybe("vary_seed", st.integers(0, MAX_SEED))
         maybe("vary_strength", st.floats(0.01, 1.0))
     else:

@@ -208,9 +208,12 @@ WEIGHTS = st.floats(-2, 2, allow_nan=False)
 @st.composite
 def resolved_requests(draw) -> Request:
     lora_names = draw(st.lists(NAMES, max_size=3, unique_by=str.lower))
+    image = draw(st.none() | st.text("23456789abcdefghjkmnpqrstuvwxyz", min_size=8, max_size=8))
+    scales = st.floats(1.05, 4) | st.just(1.0) if image else st.floats(1.05, 4)  # 1: img2img at the same size
     hires = draw(st.none() | st.builds(
-        Hires, scale=st.floats(1.05, 4), steps=st.none() | st.integers(1, 150),
+        Hires, scale=scales, steps=st.none() | st.integers(1, 150),
         strength=st.none() | st.floats(0.01, 1)))
+    variation = image is None  # a picture replaces the base pass, whose noise variations shape
     return Request(
         prompt=draw(TEXT.filter(_fits_infotext)),
         negative_prompt=draw(st.none() | TEXT),
@@ -223,10 +226,11 @@ def resolved_requests(draw) -> Request:
         model=draw(NAMES),
         loras=tuple(LoraRef(name, draw(WEIGHTS)) for name in lora_names) or None,
         hires=hires,
-        vary_seed=draw(st.none() | st.integers(0, MAX_SEED)),
-        vary_strength=draw(st.none() | st.floats(0.01, 1)),
+        vary_seed=draw(st.none() | st.integers(0, MAX_SEED)) if variation else None,
+        vary_strength=draw(st.none() | st.floats(0.01, 1)) if variation else None,
         clip_skip=draw(st.none() | st.integers(2, 12)),
         tile=draw(st.none() | st.just(True)),
+        image=image,
     )
 
 
@@ -248,7 +252,8 @@ def test_infotext_round_trip(request, extra, hashes, model_hash):
     assert parsed.model_hash == model_hash
     assert parsed.model_name == request.model
     assert parsed.version == f"brushwork {VERSION}"
-    assert parsed.hires_upscaler == ("Lanczos" if request.hires else None)
+    same_size_img2img = request.image is not None and request.hires.scale == 1.0
+    assert parsed.hires_upscaler == ("Lanczos" if request.hires and not same_size_img2img else None)
 
 
 @settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
@@ -261,6 +266,20 @@ def test_png_round_trip(request, hashes):
     assert recipe.lora_hashes == hashes
     assert recipe.version == VERSION
     assert parse_infotext(recipe.infotext).request == request
+
+
+def test_img2img_from_a_stored_image_reads_like_a1111s_img2img_plus_its_source():
+    request = make_request(image="k3x9fq2a", hires=Hires(1.0, 30, 0.55))
+    text = text_of(request)
+    assert "Denoising strength: 0.55, Init image: k3x9fq2a" in text
+    assert "Hires upscale" not in text and "Hires upscaler" not in text and "Hires steps: 30" in text
+    _, _, pairs = a1111_read(text)  # A1111 reads it as img2img with one key it does not know
+    assert pairs["Denoising strength"] == "0.55" and pairs["Init image"] == "k3x9fq2a"
+    assert parse_infotext(text).request == request
+    upscaled = make_request(image="k3x9fq2a", hires=Hires(2.0, 30, 0.4))
+    assert "Hires upscale: 2" in text_of(upscaled) and parse_infotext(text_of(upscaled)).request == upscaled
+    with pytest.raises(MetadataError):  # not an id: refused, never used as a path
+        parse_infotext(text.replace("k3x9fq2a", "../../x"))
 
 
 def test_clip_skip_one_is_the_default_and_reads_back_unset():

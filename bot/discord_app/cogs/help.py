@@ -28,6 +28,7 @@ CHOICE_NAMES = {
     "seed": "Seed (--seed)",
     "size": "Size and aspect ratio (--ar, --size)",
     "hires": "Hires fix (--hires, --strength)",
+    "image": "Start from an image (--image)",
     "variation": "Variations (--vary-seed, --chaos)",
     "lora": "LoRA styles (--lora)",
     "examples": "Examples",

@@ -63,6 +63,8 @@ class Imagine(commands.Cog):
         lora=text("LoRA styles, name:weight, separated by commas", "cmd.imagine.lora"),
         n=text("Number of images, 1-4", "cmd.imagine.n"),
         hires=text("Hires fix: upscale by this factor and refine, 1.05-4", "cmd.imagine.hires"),
+        image=text("Start from one of your images (id or result link); --strength sets how much changes",
+                   "cmd.imagine.image"),
     )
     async def imagine(
         self,
@@ -78,9 +80,10 @@ class Imagine(commands.Cog):
         lora: app_commands.Range[str, 1, 300] | None = None,
         n: app_commands.Range[int, 1, 4] | None = None,
         hires: app_commands.Range[float, 1.05, 4.0] | None = None,
+        image: app_commands.Range[str, 1, 200] | None = None,
     ) -> None:
         options = ImagineOptions(negative=negative, seed=seed, steps=steps, cfg=cfg, sampler=sampler, aspect=aspect,
-                                 model=model, lora=lora, n=n, hires=hires)
+                                 model=model, lora=lora, n=n, hires=hires, image=image)
         chat = self.bot.container.chat
         await self.bot.actions.start(interaction, lambda origin: chat.prepare_imagine(origin, prompt, options))
 
@@ -108,6 +111,15 @@ class Imagine(commands.Cog):
         typed = last.strip().split(":", 1)[0]
         return _choices([f"{prefix}{name}" for name in choices(names, typed)])
 
+    @imagine.autocomplete("image")
+    async def _images(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return await self._image_choices(interaction, current)
+
+    async def _image_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        """Your recent images here (``id · prompt``); typing filters by id or prompt; a link passes."""
+        choices_ = await asyncio.to_thread(self.bot.container.chat.image_choices, caller(interaction).origin, current)
+        return [app_commands.Choice(name=label, value=value) for label, value in choices_]
+
     # ------------------------------------------------------------------ /tweak and /info
     @app_commands.command(name="tweak", description=text("Same seed and settings, with a new prompt and/or flags",
                                                          "cmd.tweak"))
@@ -119,6 +131,10 @@ class Imagine(commands.Cog):
                     prompt: app_commands.Range[str, 1, 4000]) -> None:
         chat = self.bot.container.chat
         await self.bot.actions.start(interaction, lambda origin: chat.prepare_tweak(origin, image, prompt))
+
+    @tweak.autocomplete("image")
+    async def _tweak_images(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return await self._image_choices(interaction, current)
 
     @app_commands.command(name="info", description=text("An image's settings, A1111 infotext and Python code",
                                                         "cmd.info"))
@@ -132,6 +148,10 @@ class Imagine(commands.Cog):
             await self.bot.actions.show_file_info(interaction, file)
         else:
             await self.bot.actions.show_info(interaction, image_ref=image)
+
+    @info.autocomplete("image")
+    async def _info_images(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return await self._image_choices(interaction, current)
 
     # ------------------------------------------------------------------ message menus
     async def remix_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
