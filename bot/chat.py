@@ -47,6 +47,7 @@ from storage.records import (
     UserSettingsRecord,
 )
 from storage.unit_of_work import UnitOfWork
+from storage.uploads import UploadRecord
 
 if TYPE_CHECKING:
     from generation.models import ModelRegistry
@@ -325,8 +326,9 @@ class ChatService:
     def prepare_imagine(self, origin: Origin, text: str, options: ImagineOptions = ImagineOptions()) -> Prepared:
         """``/imagine``: the prompt's inline flags, the typed options over them, the defaults under them.
         The ``image`` option may be an id or a link to a result; it is checked against ``origin``."""
-        if options.image is not None:
-            options = replace(options, image=self.resolve_image(origin, options.image))
+        if options.image is not None and MESSAGE_LINK.fullmatch(options.image.strip().strip("`")):
+            options = replace(options, image=self.resolve_image(origin, options.image))  # a result's first image
+        # an id (an image's or an upload's) is checked against ``origin`` when the plan is made
         try:
             parsed = parse(text)
         except RequestError as error:
@@ -489,6 +491,18 @@ class ChatService:
         public_id = self.resolve_image(origin, image_ref)
         details = self._images.show(public_id, origin.scope)
         return ImageInfo(details=details, public_id=public_id)
+
+    # ================================================================== pictures to start from
+    def check_picture(self, filename: str, size: int) -> None:
+        """``/imagine picture:`` before downloading: the announced size."""
+        self._images.check_upload(filename, size)
+
+    def add_picture(self, origin: Origin, filename: str, data: bytes) -> UploadRecord:
+        """Keep a picture to start from (checked before it is trusted; the same picture again is
+        the same upload), where this channel may make images at all."""
+        if origin.guild_id is not None:
+            check_channel(self._guild_settings(origin.guild_id), origin.channel_id, parent_id=origin.parent_channel_id)
+        return self._images.add_upload(origin.scope, filename, data)
 
     @staticmethod
     def check_recipe_file(filename: str, size: int) -> None:

@@ -167,7 +167,15 @@ def _wait(container: Container, handle: JobHandle, progress: Progress) -> list[S
 
 
 def cmd_generate(container: Container, args: argparse.Namespace) -> int:
-    plan = container.images.plan_generate(" ".join(args.prompt), _scope(), model=args.model)
+    text = " ".join(args.prompt)
+    if args.picture is not None:  # img2img from a file: checked, kept as an upload, then --image <its id>
+        path = Path(args.picture).expanduser()
+        if not path.is_file():
+            raise UsageError(f"--picture: there is no file {args.picture}")
+        container.images.check_upload(path.name, path.stat().st_size)
+        upload = container.images.add_upload(_scope(), path.name, path.read_bytes())
+        text = f"{text} --image {upload.public_id}"
+    plan = container.images.plan_generate(text, _scope(), model=args.model)
     return _run_plan(container, plan, args)
 
 
@@ -410,7 +418,7 @@ def _db_check(container: Container, args: argparse.Namespace) -> int:
 
     s = container.settings
     roots = Roots(images=container.store.root, datasets=s.datasets_dir, loras=s.server_loras_dir,
-                  training=s.training_dir)
+                  training=s.training_dir, uploads=s.uploads_dir)
     grace = timedelta(minutes=args.grace_minutes)
     reports = check(container.unit_of_work, roots, grace=grace)
     width = max(len(report.area) for report in reports)
@@ -496,10 +504,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="make images from a prompt with inline flags",
                        description="Make images. Prints one line per image: id, seed, file.",
                        epilog='Flags: --seed --steps --cfg --sampler --ar --size --no --n --model --lora '
-                              '--hires --hires-steps --strength --vary-seed --vary-strength --chaos '
+                              '--image --hires --hires-steps --strength --vary-seed --vary-strength --chaos '
                               '--clip-skip --tile. See README for ranges.')
     p.add_argument("prompt", nargs="+", help=flags_help)
     p.add_argument("--model", help="model to use (see `brushwork models`)")
+    p.add_argument("--picture", metavar="FILE", help="start from this picture (img2img; PNG, JPEG or WebP): it is "
+                                                     "checked and kept, and --strength in the prompt sets how "
+                                                     "much changes")
     add_output(p)
     p.set_defaults(handler=cmd_generate)
 

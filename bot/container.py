@@ -76,7 +76,9 @@ class Container:
     def __post_init__(self) -> None:
         self._sessions = make_session_factory(self.database)
         self.images = ImageService(registry=self.registry, engine=self.engine, uow_factory=self.unit_of_work,
-                                   store=self.store, loras=lambda scope: self.loras.resolver_for(scope))
+                                   store=self.store, loras=lambda scope: self.loras.resolver_for(scope),
+                                   uploads=AssetStore(self.settings.uploads_dir),
+                                   upload_max_bytes=int(self.settings.upload_max_mb * 1024 * 1024))
         self._build_lora_services()
         self.chat = ChatService(images=self.images, queue=lambda: self.queue, uow_factory=self.unit_of_work,
                                 registry=self.registry, lora_names=lambda scope: self.loras.resolver_for(scope).names(),

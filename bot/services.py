@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from generation import operations
+from generation.datasets import DatasetError, validate_image
+from generation.datasets.images import megabytes
 from generation.errors import BrushworkError, ImageNotFound, MetadataError, RequestError
 from generation.grammar import parse, parse_defaults
 from generation.metadata import png_bytes, read_recipe
@@ -29,11 +31,13 @@ from generation.operations import Relation
 from generation.request import Note, Request, format_number, picture_aspect, resolve
 from generation.version import VERSION
 from storage.archive import save_image
+from storage.assets import AssetStore
 from storage.errors import NotFound
 from storage.files import ImageStore
 from storage.ids import is_public_id, normalize_public_id
 from storage.records import ImageRecord, ImageRelation, NewImage, Scope
 from storage.unit_of_work import UnitOfWork
+from storage.uploads import UploadRecord, upload_path
 
 if TYPE_CHECKING:  # the engine pulls in torch: only the worker needs it
     from PIL import Image
@@ -183,11 +187,15 @@ class ImageService:
         uow_factory: Callable[[], UnitOfWork],
         store: ImageStore,
         loras: Callable[[Scope], Any] | None = None,
+        uploads: AssetStore | None = None,
+        upload_max_bytes: int = 20 * 1024 * 1024,
     ) -> None:
         self._registry = registry
         self._engine = engine  # a provider: torch loads on first use, not for `history`
         self._uow = uow_factory
         self._store = store
+        self.uploads = uploads  # pictures sent to start from (``--image`` of an upload)
+        self.upload_max_bytes = upload_max_bytes
         # scope -> its LoRA resolver (`LoraService.resolver_for`): `resolve(name) -> PlannedLora`
         self._loras_for = loras
 
@@ -277,12 +285,19 @@ class ImageService:
         """``--image ID``: a stored image the caller may see (another server's is "not found"),
         whose file is there; with its aspect ratio for a request that sets no size."""
         scope = scope or Scope.local_operator()
-        try:
-            with self._uow() as uow:
+        record: Any
+        with self._uow() as uow:
+            try:
                 record = uow.images.get(public_id, scope)
-        except NotFound:
-            raise ImageNotFound("image.start_not_found", id=public_id) from None
-        path = self._store.absolute(record.file_path)
+                path = self._store.absolute(record.file_path)
+            except NotFound:
+                try:
+                    record = uow.uploads.get(public_id, scope)  # a picture sent to start from
+                except NotFound:
+                    raise ImageNotFound("image.start_not_found", id=public_id) from None
+                if self.uploads is None:
+                    raise ImageNotFound("image.start_not_found", id=public_id) from None
+                path = self.uploads.absolute(record.file_path)
         if not path.is_file():
             raise ImageNotFound("image.start_file_missing", id=public_id)
         aspect, beyond = picture_aspect(record.width, record.height)
@@ -329,6 +344,42 @@ class ImageService:
             if text and text.strip():
                 layers.append(parse_defaults(text))
         return layers
+
+    # -- pictures to start from (img2img uploads) -------------------------------------------
+    def check_upload(self, filename: str, size: int) -> None:
+        """Before downloading a picture to start from: its announced size."""
+        if size > self.upload_max_bytes:
+            raise DatasetError("dataset.image_too_large", name=filename[:100], size=megabytes(size),
+                               limit=megabytes(self.upload_max_bytes))
+
+    def add_upload(self, scope: Scope, filename: str, data: bytes) -> UploadRecord:
+        """Keep a picture sent to start an image from: checked before it is trusted (size,
+        format, pixels, decompression bombs), re-encoded as PNG, written before its row; the
+        same picture sent again in the same place is the same upload.  ``--image <its id>``
+        then starts from it, where the caller's images are visible."""
+        if self.uploads is None:
+            raise RuntimeError("this ImageService has no uploads folder")
+        self.check_upload(filename, len(data))
+        clean = validate_image(data, max_bytes=self.upload_max_bytes, name=filename)
+        with self._uow() as uow:
+            known = uow.uploads.find(scope, clean.sha256)
+            public_id = uow.uploads.free_id() if known is None else known.public_id
+        if known is not None:
+            if not self.uploads.exists(known.file_path):  # its file went (purged): the same bytes again
+                self.uploads.write(known.file_path, clean.png)
+            return known
+        relative = upload_path(public_id)
+        stored = self.uploads.write(relative, clean.png)  # the file first, then the row that points to it
+        try:
+            with self._uow() as uow:
+                record = uow.uploads.add(scope, public_id=public_id, sha256=clean.sha256, width=clean.width,
+                                         height=clean.height, size=stored.size, file_path=relative,
+                                         original_name=filename)
+                uow.commit()
+        except BaseException:
+            self.uploads.delete(relative)
+            raise
+        return record
 
     # -- comparisons (/compare, `brushwork compare`) -------------------------------------
     def plan_compare(

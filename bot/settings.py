@@ -103,6 +103,7 @@ class Settings(BaseSettings):
     dataset_max_zip_mb: float = Field(default=200.0, gt=0, description="largest uploaded dataset zip (MB)")
     dataset_max_upload_mb: float = Field(default=100.0, gt=0,
                                          description="the loose images of one upload together (MB)")
+    upload_max_mb: float = Field(default=20.0, gt=0, description="largest picture to start an image from (MB)")
     lora_max_per_guild: int = Field(default=50, ge=1, description="LoRAs (ready or training) one server may keep")
     lora_max_import_mb: float = Field(default=256.0, gt=0, description="largest imported LoRA file (MB)")
     training_chunk_seconds: float = Field(
@@ -166,6 +167,11 @@ class Settings(BaseSettings):
     def server_loras_dir(self) -> Path:
         """LoRAs trained or imported by servers; kept apart from ``loras/`` (the operator's, shared)."""
         return self.home / "server_loras"
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Pictures people sent to start an image from (``/imagine picture:``), as re-encoded PNGs."""
+        return self.home / "uploads"
 
     @property
     def training_dir(self) -> Path:

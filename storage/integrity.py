@@ -8,7 +8,8 @@ backup, a file removed by hand), in every area that stores files:
 * ``images`` — generated images (``images.file_path``, below the image store);
 * ``dataset images`` — training images (``dataset_images.file_path``, below ``datasets/``);
 * ``loras`` — trained or imported server LoRAs (``loras.file_path``, below ``server_loras/``);
-* ``training folders`` — a training's work folder (``training/<lora id>/``) whose LoRA is gone.
+* ``training folders`` — a training's work folder (``training/<lora id>/``) whose LoRA is gone;
+* ``uploads`` — pictures sent to start an image from (``uploads.file_path``, below ``uploads/``).
 
 A file younger than ``grace`` is never called stray: its row may be being written right now.
 Leftover temporary files of an interrupted atomic write (``.<name>.<hex>.tmp``) are strays
@@ -76,6 +77,7 @@ class Roots:
     datasets: Path
     loras: Path
     training: Path
+    uploads: Path | None = None  # pictures sent to start from
 
 
 def check(uow_factory: Callable[[], UnitOfWork], roots: Roots, *, grace: timedelta = DEFAULT_GRACE,
@@ -87,6 +89,7 @@ def check(uow_factory: Callable[[], UnitOfWork], roots: Roots, *, grace: timedel
         deleted = uow.images.file_paths(deleted=True)  # their files may have been purged: never "missing"
         dataset_images = uow.datasets.image_file_paths()
         loras = uow.loras.file_paths()
+        uploads = uow.uploads.file_paths()
     lora_files = {path: public_id for public_id, path in loras.items() if path}
     reports = [
         _files("images", roots.images, images, grace, now, purgeable=set(deleted)),
@@ -94,6 +97,8 @@ def check(uow_factory: Callable[[], UnitOfWork], roots: Roots, *, grace: timedel
         _files("loras", roots.loras, lora_files, grace, now),
         _folders("training folders", roots.training, set(loras), grace, now),
     ]
+    if roots.uploads is not None:
+        reports.append(_files("uploads", roots.uploads, uploads, grace, now))
     return reports
 
 

@@ -382,3 +382,33 @@ class Lora(Base):
 Lora.job_status = column_property(select(Job.status).where(Job.public_id == Lora.job_public_id).scalar_subquery())
 Lora.dataset_public_id = column_property(
     select(Dataset.public_id).where(Dataset.id == Lora.dataset_id).scalar_subquery())
+
+
+class Upload(Base):
+    """A picture someone sent to start an image from (img2img): validated, re-encoded as PNG.
+
+    Visible where an image made in the same place is (``scope_key``: its server, or its
+    owner's direct messages); its ``public_id`` shares the images' id space, so ``--image ID``
+    names either.  The same picture sent twice in one place is one upload (``sha256`` of the
+    decoded pixels).
+    """
+
+    __tablename__ = "uploads"
+    __table_args__ = (
+        UniqueConstraint("scope_key", "sha256"),
+        CheckConstraint("width > 0 AND height > 0", name="size"),
+        CheckConstraint("bytes >= 0", name="bytes"),
+    )
+
+    id: Mapped[int] = mapped_column(SurrogateKey, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(16), unique=True)
+    owner_id: Mapped[int] = mapped_column(BigInteger)
+    guild_id: Mapped[int | None] = mapped_column(BigInteger)
+    scope_key: Mapped[str] = mapped_column(String(32))
+    sha256: Mapped[str] = mapped_column(String(64))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    file_path: Mapped[str] = mapped_column(String(512))
+    original_name: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -23,6 +23,7 @@ from storage.repositories import (
     UsageRepository,
     WorkerRepository,
 )
+from storage.uploads import UploadRepository
 
 
 class UnitOfWork:
@@ -33,6 +34,7 @@ class UnitOfWork:
     usage: UsageRepository
     datasets: DatasetRepository
     loras: LoraRepository
+    uploads: UploadRepository
 
     def __init__(self, session_factory: Callable[[], Session]) -> None:
         self._session_factory = session_factory
@@ -49,6 +51,7 @@ class UnitOfWork:
         self.usage = UsageRepository(self._session)
         self.datasets = DatasetRepository(self._session)
         self.loras = LoraRepository(self._session)
+        self.uploads = UploadRepository(self._session)
         return self
 
     def __exit__(
@@ -65,6 +68,7 @@ class UnitOfWork:
         finally:
             session.close()
             del self.images, self.jobs, self.settings, self.workers, self.usage, self.datasets, self.loras
+            del self.uploads
 
     def commit(self) -> None:
         self._require_session().commit()

@@ -88,23 +88,23 @@ class Actions:
         """Check → acknowledge (public) → store the job → follow it.  Mistakes: ephemeral."""
         who = caller(interaction)
         self._remember_locale(who.user_id, who.locale)
-        if not who.in_dm:
-            missing = missing_permissions(interaction.app_permissions, interaction.channel)
-            if missing:
-                await send(interaction, missing_permissions_text(missing, who.channel_id, who.locale))
-                return
+        if not await self._may_post(interaction, who):
+            return
         try:
             prepared = await self._checked(prepare, who.origin)
         except BrushworkError as error:
-            await send(interaction, error.message(who.locale))
+            await self._privately(interaction, error.message(who.locale))
             return
         job_id = new_public_id()  # chosen now, so the acknowledgement itself carries ✖ Cancel
-        response = await interaction.response.send_message(ack_text(prepared, who.locale),
-                                                           view=status_view(job_id, who.locale),
-                                                           allowed_mentions=NO_MENTIONS)
-        message_id = response.message_id
-        if message_id is None:
-            message_id = (await interaction.original_response()).id
+        ack = {"content": ack_text(prepared, who.locale), "view": status_view(job_id, who.locale),
+               "allowed_mentions": NO_MENTIONS}
+        if interaction.response.is_done():  # deferred while a picture was fetched: the ack replaces "thinking…"
+            message_id = (await interaction.edit_original_response(**ack)).id
+        else:
+            response = await interaction.response.send_message(**ack)
+            message_id = response.message_id
+            if message_id is None:
+                message_id = (await interaction.original_response()).id
         ref = ReplyRef(user=who.user_id, channel=who.channel_id, guild=who.guild_id, locale=who.locale,
                        via="interaction", app=interaction.application_id, token=interaction.token,
                        message=message_id, created=interaction.created_at.timestamp(),
@@ -118,6 +118,54 @@ class Actions:
             await interaction.followup.send(text, ephemeral=True)
 
         await self._submit(prepared, ref, refused, job_id)
+
+    async def start_from_picture(self, interaction: discord.Interaction, picture: discord.Attachment,
+                                 prepare: Callable[[Origin, str], Prepared]) -> None:
+        """``/imagine picture:``: the attachment's announced size checked, then a public
+        "thinking…" while it is fetched, checked and kept (``ImageService.add_upload``); then
+        :meth:`start` with its id (``prepare(origin, upload_id)``), the acknowledgement
+        replacing "thinking…".  A refused picture: the reason, privately."""
+        who = caller(interaction)
+        chat = self.chat
+        if not await self._may_post(interaction, who):
+            return
+        try:
+            chat.check_picture(picture.filename, picture.size)
+        except BrushworkError as error:
+            await send(interaction, error.message(who.locale))
+            return
+        await interaction.response.defer(thinking=True)
+        try:
+            data = await picture.read()
+            upload = await asyncio.get_running_loop().run_in_executor(
+                self._write_lane, chat.add_picture, who.origin, picture.filename, data)
+        except BrushworkError as error:
+            await self._privately(interaction, error.message(who.locale))
+            return
+        except discord.HTTPException:
+            await self._privately(interaction, translate("bot.picture_unreadable", who.locale,
+                                                         name=picture.filename[:100]))
+            return
+        await self.start(interaction, lambda origin: prepare(origin, upload.public_id))
+
+    async def _may_post(self, interaction: discord.Interaction, who: Any) -> bool:
+        """In a server: the bot may post its answer here (else the user is told, privately)."""
+        if who.in_dm:
+            return True
+        missing = missing_permissions(interaction.app_permissions, interaction.channel)
+        if missing:
+            await self._privately(interaction, missing_permissions_text(missing, who.channel_id, who.locale))
+        return not missing
+
+    @staticmethod
+    async def _privately(interaction: discord.Interaction, text: str) -> None:
+        """An ephemeral answer; a public "thinking…" sent before is removed first."""
+        if interaction.response.is_done():
+            try:
+                await interaction.delete_original_response()
+            except discord.HTTPException:
+                pass
+        await send(interaction, text)
 
     async def _checked(self, prepare: Callable[[Origin], Prepared], origin: Origin) -> Prepared:
         """The pre-acknowledgement check (reads only), in its own threads: it never waits behind

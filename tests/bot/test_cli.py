@@ -220,6 +220,19 @@ def test_db_purge_removes_files_of_deleted_images_only(home, capsys):
     assert paths[0].exists() and not paths[1].exists()
 
 
+def test_generate_from_a_picture_file(home, tmp_path, capsys):
+    picture = tmp_path / "holiday.webp"
+    Image.effect_noise((96, 64), 60).convert("RGB").save(picture, "WEBP")
+    assert main(["generate", "a castle in the fog --strength 0.5 --steps 4 --size 64x64 --seed 1",
+                 "--picture", str(picture)]) == 0
+    public_id, seed, path = capsys.readouterr().out.strip().split("\t")
+    request = read_recipe(path).request
+    assert request.image is not None and request.hires.strength == 0.5 and seed == "seed=1"
+    assert (home / "uploads" / f"{request.image}.png").is_file()
+    assert main(["generate", "x", "--picture", str(tmp_path / "missing.png")]) == 2
+    assert "no file" in capsys.readouterr().err
+
+
 def test_help_everywhere(capsys):
     for argv in (["--help"], ["generate", "--help"], ["show", "--help"], ["reroll", "--help"],
                  ["tweak", "--help"], ["upscale", "--help"], ["vary", "--help"], ["history", "--help"],

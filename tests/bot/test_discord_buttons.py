@@ -345,3 +345,33 @@ async def test_imagine_from_one_of_your_images(brushwork_bot):
     await h.fake.wait_until(lambda: h.bot.get_channel(lobby.id) is not None, description="the new guild")
     data = await ephemeral(h, await h.imagine(bob, lobby, f"a boat --image {sid}"))
     assert f"no image `{sid}` here to start from" in data["content"]
+
+
+async def test_imagine_from_a_picture_you_upload(brushwork_bot):
+    """``/imagine picture:``: the upload is checked and kept, "thinking…" becomes the
+    acknowledgement, and the result starts from it; a bad picture is answered privately."""
+    import io
+
+    from PIL import Image
+
+    h = brushwork_bot
+    out = io.BytesIO()
+    Image.effect_noise((96, 64), 60).convert("RGB").save(out, "JPEG")
+    upload = await h.imagine(h.world.alice, h.world.general, "a castle in the fog --strength 0.5",
+                             picture=("holiday.jpg", out.getvalue()))
+    made = await h.wait_for_result(upload)
+    request = recipe(made)
+    assert request.image is not None and request.hires.strength == 0.5
+    with h.store_rows() as uow:
+        kept = uow.uploads.get(request.image, scope(h))
+    assert (kept.width, kept.height, kept.original_name) == (96, 64, "holiday.jpg")
+    assert made is upload.original and not made.ephemeral  # the deferred message became the result
+
+    bad = await h.imagine(h.world.alice, h.world.general, "a castle", picture=("notes.png", b"just text"))
+    await h.fake.wait_until(lambda: bad.original is not None and bad.original.deleted, description="thinking removed")
+    await h.fake.wait_until(lambda: bad.followups, description="the reason")
+    assert bad.followups[0].ephemeral and "is not an image" in bad.followups[0].content
+
+    both = await h.imagine(h.world.alice, h.world.general, "a castle", image=ids_of(made)[0],
+                           picture=("holiday.jpg", out.getvalue()))
+    assert "not both" in (await ephemeral(h, both))["content"]

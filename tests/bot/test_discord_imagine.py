@@ -46,7 +46,7 @@ async def test_commands_are_synced_once_with_chinese_descriptions(brushwork_bot)
     assert imagine["description_localizations"]["zh-CN"] == "根据提示词（可带参数）生成图片"
     options = {o["name"]: o for o in imagine["options"]}
     assert list(options) == ["prompt", "negative", "seed", "steps", "cfg", "sampler", "aspect", "model", "lora",
-                             "n", "hires", "image"]
+                             "n", "hires", "image", "picture"]
     assert options["prompt"]["required"] and options["steps"]["max_value"] == 150
     assert options["sampler"]["autocomplete"] and options["model"]["autocomplete"]
     assert options["n"]["description_localizations"]["zh-CN"] == "图片数量，1-4"

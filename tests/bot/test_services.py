@@ -215,3 +215,49 @@ def test_a_tweak_may_tune_the_parents_refine_pass_without_repeating_it():
     with pytest.raises(RequestError) as error:  # a txt2img parent has no refine pass to tune
         _tweak_changes("--strength 0.6", parse("a cat"))
     assert error.value.code == "grammar.needs_hires"
+
+
+def _picture_bytes(size=(96, 64), fmt="JPEG") -> bytes:
+    import io
+
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    out = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(out, format=fmt)
+    return out.getvalue()
+
+
+def test_a_picture_sent_to_start_from_is_checked_kept_once_and_scoped(container):
+    from generation.datasets import DatasetError
+
+    a = Scope(user_id=ALICE, guild_id=GUILD_A)
+    data = _picture_bytes()
+    upload = container.images.add_upload(a, "holiday.jpg", data)
+    assert (upload.width, upload.height, upload.original_name) == (96, 64, "holiday.jpg")
+    stored = container.settings.uploads_dir / upload.file_path
+    with Image.open(stored) as img:  # re-encoded: a PNG, whatever was sent
+        assert img.format == "PNG" and img.size == (96, 64)
+    assert container.images.add_upload(Scope(user_id=BOB, guild_id=GUILD_A), "again.jpg", data) == upload  # once
+
+    plan = container.images.plan_generate(f"a watercolor --image {upload.public_id} --steps 4", a)
+    assert plan.init_image_path == str(stored) and plan.request.aspect is None
+    assert plan.request.size == (624, 416)  # the picture's 3:2 at the model's native area
+    made = container.images.execute(container.images.plan_generate(
+        f"a watercolor --image {upload.public_id} --steps 4 --size 64x64 --seed 2", a), a)[0]
+    assert made.request.image == upload.public_id
+
+    with pytest.raises(ImageNotFound):  # another server cannot start from it
+        container.images.plan_generate(f"x --image {upload.public_id}", Scope(user_id=BOB, guild_id=GUILD_B))
+    other = container.images.add_upload(Scope(user_id=BOB, guild_id=GUILD_B), "holiday.jpg", data)
+    assert other.public_id != upload.public_id  # the same picture elsewhere is that place's own upload
+
+    for bad, code in ((b"GIF89a" + b"\0" * 40, "dataset.image_format"), (b"not a picture", "dataset.not_an_image")):
+        with pytest.raises(DatasetError) as error:
+            container.images.add_upload(a, "bad.gif", bad)
+        assert error.value.code == code, error.value.code
+    with pytest.raises(DatasetError) as error:  # the announced size, before downloading
+        container.images.check_upload("huge.png", 21 * 1024 * 1024)
+    assert error.value.code == "dataset.image_too_large" and "20 MB" in error.value.message()
+    assert sorted(p.name for p in container.settings.uploads_dir.iterdir()) == sorted(
+        [upload.file_path, other.file_path])  # nothing kept of the refused ones

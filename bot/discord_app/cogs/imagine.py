@@ -8,6 +8,7 @@ in the user's Discord language (``bot/locales/*/imagine.json``, keys ``cmd.*``).
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import discord
@@ -65,6 +66,8 @@ class Imagine(commands.Cog):
         hires=text("Hires fix: upscale by this factor and refine, 1.05-4", "cmd.imagine.hires"),
         image=text("Start from one of your images (id or result link); --strength sets how much changes",
                    "cmd.imagine.image"),
+        picture=text("Or start from a picture you upload (PNG, JPEG, WebP); --strength sets how much changes",
+                     "cmd.imagine.picture"),
     )
     async def imagine(
         self,
@@ -81,11 +84,19 @@ class Imagine(commands.Cog):
         n: app_commands.Range[int, 1, 4] | None = None,
         hires: app_commands.Range[float, 1.05, 4.0] | None = None,
         image: app_commands.Range[str, 1, 200] | None = None,
+        picture: discord.Attachment | None = None,
     ) -> None:
         options = ImagineOptions(negative=negative, seed=seed, steps=steps, cfg=cfg, sampler=sampler, aspect=aspect,
                                  model=model, lora=lora, n=n, hires=hires, image=image)
         chat = self.bot.container.chat
-        await self.bot.actions.start(interaction, lambda origin: chat.prepare_imagine(origin, prompt, options))
+        if picture is None:
+            await self.bot.actions.start(interaction, lambda origin: chat.prepare_imagine(origin, prompt, options))
+            return
+        if image is not None:
+            raise BrushworkError("bot.image_and_picture")
+        await self.bot.actions.start_from_picture(
+            interaction, picture,
+            lambda origin, upload_id: chat.prepare_imagine(origin, prompt, replace(options, image=upload_id)))
 
     @imagine.autocomplete("sampler")
     async def _samplers(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
