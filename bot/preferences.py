@@ -104,6 +104,8 @@ class PreferencesService:
         if len(text) > MAX_DEFAULTS_LENGTH:
             raise RequestError("settings.defaults_too_long", count=len(text), limit=MAX_DEFAULTS_LENGTH)
         layer = parse_defaults(text)
+        if layer.image is not None:  # a picture starts one image; as a default it would start them all
+            raise RequestError("settings.no_image_default")
         model = layer.model or self._registry.default
         self._registry.get(model)  # ModelError naming the known models
         if layer.model is not None and allowed_models is not None and layer.model not in allowed_models:

@@ -43,6 +43,7 @@ def test_defaults_are_checked_and_saved_in_canonical_form(container):
         ("--size 8000x8000", "request.size_out_of_range"),
         ("none", "settings.defaults_empty"),
         ("--steps 30 " * 60, "settings.defaults_too_long"),
+        ("--image k3x9fq2a --strength 0.5", "settings.no_image_default"),
     ],
 )
 def test_bad_defaults_say_what_is_wrong(container, text, code):
