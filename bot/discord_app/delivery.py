@@ -282,6 +282,9 @@ def info_card(info: ImageInfo, locale: str) -> InfoCard:
     if record.parent_public_id and record.relation:
         fields.append((t("parent"), t("parent_value", parent=record.parent_public_id,
                                       relation=translate(f"imagine.relation.{record.relation.value}", locale))))
+    if request.image is not None and request.hires is not None:
+        fields.append((t("start"), t("start_value", image=request.image,
+                                     strength=format_number(request.hires.strength or 0))))
     fields.append((t("flags"), f"`{shorten(request.render(), 1000)}`"))
     batch = info.batch if info.batch is not None and (info.batch.n or 1) > 1 else None
     code = python_snippet(batch or request, record.public_id,

@@ -331,6 +331,11 @@ async def test_imagine_from_one_of_your_images(brushwork_bot):
     actions = [cid.split(":")[1] for cid in made.custom_ids]
     assert actions == ["u", "r", "x", "i", "d"]  # no V: a variation seed shapes noise the picture replaced
     assert f"from {sid} at strength 0.5" in made.content and "hires" not in made.content
+    card = await ephemeral(h, await h.fake.click(h.world.alice, made, next(c for c in made.custom_ids
+                                                                         if c.startswith("bw1:i:"))))
+    fields = {f["name"]: f["value"] for f in card["embeds"][0]["fields"]}
+    assert fields["Started from"] == f"`{sid}` (img2img, strength 0.5)"
+    assert f"image_files={{'{sid}': '{sid}.png'}}" in fields["Python"]
 
     link = f"https://discord.com/channels/{h.world.guild.id}/{h.world.general.id}/{start.id}"
     option = await h.imagine(h.world.wei, h.world.general, "一座夜晚的港口 --strength 0.6", image=link)
