@@ -335,51 +335,38 @@ class JobFollower:
             log.warning("could not record the delivery of job %s", self.job_id, exc_info=True)
 
 
-class Followers:
-    """The bot's job followers: one task per job, cancelled when the bot closes."""
+class FollowerTasks:
+    """Running followers, one task per job: started once (a second ``start`` for a job already
+    followed returns its task), forgotten when done, and stopped by :meth:`close`.  A follower
+    is anything with ``job_id``, ``async run()`` and ``delivering`` (its job ended and its answer
+    is being written); the /imagine followers and the /lora trainings share this."""
 
-    def __init__(self, bot: BrushworkBot) -> None:
-        self.bot = bot
+    def __init__(self, kind: str) -> None:
+        self.kind = kind  # for task names and log lines
         self.tasks: dict[str, asyncio.Task[None]] = {}
-        self.followers: dict[str, JobFollower] = {}
+        self.followers: dict[str, Any] = {}
 
-    def follow(self, job_id: str, ref: ReplyRef, plan: GenerationPlan | None, *,
-               fresh: bool = False) -> asyncio.Task[None]:
-        """Follow ``job_id``; ``fresh``: its status message was written just now (the acknowledgement)."""
+    def start(self, follower: Any) -> asyncio.Task[None]:
+        job_id = follower.job_id
         existing = self.tasks.get(job_id)
         if existing is not None and not existing.done():
             return existing
-        follower = JobFollower(self.bot, job_id, ref, plan, fresh=fresh)
-        task = asyncio.get_running_loop().create_task(self._run(follower), name=f"brushwork-follow-{job_id}")
+        task = asyncio.get_running_loop().create_task(self._run(follower), name=f"brushwork-{self.kind}-{job_id}")
         self.tasks[job_id] = task
         self.followers[job_id] = follower
         return task
 
-    async def _run(self, follower: JobFollower) -> None:
+    async def _run(self, follower: Any) -> None:
         try:
             await follower.run()
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("following job %s failed", follower.job_id)
+        except Exception:  # a follower must never take the bot down; the job itself is safe in the queue
+            log.exception("following %s job %s failed", self.kind, follower.job_id)
         finally:
             if self.tasks.get(follower.job_id) is asyncio.current_task():
                 del self.tasks[follower.job_id]
                 self.followers.pop(follower.job_id, None)
-
-    async def resume(self) -> int:
-        """Follow again every job whose chat answer is owed (after a restart)."""
-        followed = await asyncio.to_thread(self.bot.container.chat.followed_jobs)
-        for item in followed:
-            try:
-                ref = ReplyRef.from_dict(item.reply_ref)
-            except (KeyError, TypeError, ValueError):
-                log.warning("job %s has an unreadable reply reference; not following it", item.job_id)
-                continue
-            self.follow(item.job_id, ref, item.plan)
-        if followed:
-            log.info("following %d unfinished job(s) again", len(followed))
-        return len(followed)
 
     async def wait(self, timeout: float | None = None) -> None:
         """Until every follower is done (tests, benchmarks)."""
@@ -402,4 +389,31 @@ class Followers:
         self.followers.clear()
 
 
-__all__ = ["Followers", "JobFollower", "Outbox"]
+class Followers(FollowerTasks):
+    """The bot's /imagine job followers (``bot.followers``)."""
+
+    def __init__(self, bot: BrushworkBot) -> None:
+        super().__init__("follow")
+        self.bot = bot
+
+    def follow(self, job_id: str, ref: ReplyRef, plan: GenerationPlan | None, *,
+               fresh: bool = False) -> asyncio.Task[None]:
+        """Follow ``job_id``; ``fresh``: its status message was written just now (the acknowledgement)."""
+        return self.start(JobFollower(self.bot, job_id, ref, plan, fresh=fresh))
+
+    async def resume(self) -> int:
+        """Follow again every job whose chat answer is owed (after a restart)."""
+        followed = await asyncio.to_thread(self.bot.container.chat.followed_jobs)
+        for item in followed:
+            try:
+                ref = ReplyRef.from_dict(item.reply_ref)
+            except (KeyError, TypeError, ValueError):
+                log.warning("job %s has an unreadable reply reference; not following it", item.job_id)
+                continue
+            self.follow(item.job_id, ref, item.plan)
+        if followed:
+            log.info("following %d unfinished job(s) again", len(followed))
+        return len(followed)
+
+
+__all__ = ["FollowerTasks", "Followers", "JobFollower", "Outbox"]

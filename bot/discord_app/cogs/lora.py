@@ -82,7 +82,7 @@ from bot.discord_app.context import (
     send,
 )
 from bot.discord_app.delivery import ReplyRef, ThrottledEditor, duration, progress_bar
-from bot.discord_app.follow import NO_MENTIONS, Outbox
+from bot.discord_app.follow import NO_MENTIONS, FollowerTasks, Outbox
 from bot.discord_app.translator import text
 from bot.lora_services import (
     MAX_CAPTION_CHARS,
@@ -119,9 +119,6 @@ MAX_EMBED = 4096
 CAPTION_BUTTONS = 20  # ✏️ buttons under a contact sheet (4 rows of 5; more images: /lora dataset caption)
 CHOICES = 25  # Discord's autocomplete limit
 MAX_CAPTION = MAX_CAPTION_CHARS  # what the service accepts, enforced by Discord's client too
-#: Answers being written when the bot closes get this long to finish (the job already ended).
-DELIVERY_GRACE_S = 10.0
-
 
 # ---------------------------------------------------------------------- who may do what
 
@@ -640,8 +637,7 @@ class Lora(commands.Cog):
 
     def __init__(self, bot: BrushworkBot) -> None:
         self.bot = bot
-        self.followers: dict[str, asyncio.Task[None]] = {}
-        self._following: dict[str, TrainingFollower] = {}
+        self.trainings = FollowerTasks("train")
 
     @property
     def datasets(self) -> DatasetService:
@@ -656,17 +652,7 @@ class Lora(commands.Cog):
             await self.resume()
 
     async def cog_unload(self) -> None:
-        delivering = [self.followers[job] for job, f in self._following.items()
-                      if f.delivering and job in self.followers]
-        if delivering:
-            await asyncio.wait(delivering, timeout=DELIVERY_GRACE_S)
-        tasks = list(self.followers.values())
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        self.followers.clear()
-        self._following.clear()
+        await self.trainings.close()
 
     # ================================================================== datasets
     @dataset.command(name="create", description=text("Create an empty dataset", "lora_cmd.cmd.dataset.create"))
@@ -876,26 +862,7 @@ class Lora(commands.Cog):
             log.info("could not edit the acknowledgement of training job %s: %s", started.job_id, error)
 
     def follow(self, job_id: str, ref: dict[str, Any], head: TrainingHead, *, fresh: bool = False) -> asyncio.Task[None]:
-        existing = self.followers.get(job_id)
-        if existing is not None and not existing.done():
-            return existing
-        follower = TrainingFollower(self.bot, job_id, ref, head, fresh=fresh)
-        task = asyncio.get_running_loop().create_task(self._run(follower), name=f"brushwork-train-{job_id}")
-        self.followers[job_id] = task
-        self._following[job_id] = follower
-        return task
-
-    async def _run(self, follower: TrainingFollower) -> None:
-        try:
-            await follower.run()
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # a follower must never take the bot down; the job itself is safe in the queue
-            log.exception("following training job %s failed", follower.job_id)
-        finally:
-            if self.followers.get(follower.job_id) is asyncio.current_task():
-                del self.followers[follower.job_id]
-                self._following.pop(follower.job_id, None)
+        return self.trainings.start(TrainingFollower(self.bot, job_id, ref, head, fresh=fresh))
 
     async def resume(self) -> int:
         """Follow again the trainings whose answer is owed (waiting, running, or finished while the bot was down)."""
@@ -923,9 +890,7 @@ class Lora(commands.Cog):
 
     async def wait_followers(self, timeout: float | None = None) -> None:
         """Until every followed training's answer is written (tests)."""
-        tasks = [task for task in self.followers.values() if not task.done()]
-        if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
+        await self.trainings.wait(timeout)
 
     @lora.command(name="cancel", description=text("Stop a training", "lora_cmd.cmd.cancel"))
     @app_commands.describe(name=text("The LoRA being trained", "lora_cmd.cmd.lora_name"))
