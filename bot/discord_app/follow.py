@@ -19,7 +19,7 @@ import asyncio
 import io
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +38,7 @@ from bot.discord_app.delivery import (
 )
 from generation.errors import BrushworkError
 from generation.i18n import translate
-from generation.queue import JobCancelled, JobDone, JobFailed, JobProgress
+from generation.queue import JobCancelled, JobDone, JobEvent, JobFailed, JobProgress
 from storage.records import Scope
 
 if TYPE_CHECKING:
@@ -167,6 +167,24 @@ def _png(image: Any) -> bytes:
     return buffer.getvalue()
 
 
+async def follow_events(handle: Any, editor: ThrottledEditor[Any], status_of: Callable[[Any], Any]) -> Any:
+    """Read a job's events until its end: each other event's status (``status_of``; ``None``:
+    nothing to show) goes to the throttled ``editor``, closed when the events end; returns the
+    terminal event (done, failed, cancelled), or ``None`` if the stream ended without one."""
+    terminal = None
+    try:
+        async for event in handle.events(previews=True):  # ends after the terminal event
+            if event.terminal:
+                terminal = event
+                continue
+            status = status_of(event)
+            if status is not None:
+                editor.submit(status)
+    finally:
+        await editor.close()
+    return terminal
+
+
 class JobFollower:
     """Follows one job: status edits while it waits and runs, then its result or error."""
 
@@ -198,24 +216,7 @@ class JobFollower:
         # too (a burst of requests is not followed by a burst of edits).
         editor: ThrottledEditor[Status] = ThrottledEditor(self._show, self.bot.edit_interval,
                                                           wait_first=self.fresh)
-        terminal = None
-        try:
-            async for event in handle.events(previews=True):  # ends after the terminal event
-                if event.terminal:
-                    terminal = event
-                    continue
-                status = status_for(event, self.ref.locale)
-                if status is None:
-                    continue
-                if isinstance(event, JobProgress) and status.preview is not None:
-                    now = time.monotonic()
-                    if now - self._last_preview >= self.bot.preview_interval:
-                        self._last_preview = now
-                    else:
-                        status = replace(status, preview=None)
-                editor.submit(status)
-        finally:
-            await editor.close()
+        terminal = await follow_events(handle, editor, self._status)
         self.delivering = True
         if isinstance(terminal, JobDone):
             await self.deliver(list(terminal.result or ()))
@@ -225,6 +226,17 @@ class JobFollower:
             await self.cancelled()
 
     # ------------------------------------------------------------------ while it runs
+    def _status(self, event: JobEvent) -> Status | None:
+        """The status line for ``event``, with its preview only every ``preview_interval`` seconds."""
+        status = status_for(event, self.ref.locale)
+        if status is not None and isinstance(event, JobProgress) and status.preview is not None:
+            now = time.monotonic()
+            if now - self._last_preview >= self.bot.preview_interval:
+                self._last_preview = now
+            else:
+                status = replace(status, preview=None)
+        return status
+
     async def _show(self, status: Status) -> None:
         fields: dict[str, Any] = {"content": status_text(self.head(), status), "allowed_mentions": NO_MENTIONS}
         fields["view"] = status_view(self.job_id, self.ref.locale) if status.cancellable else None
@@ -416,4 +428,4 @@ class Followers(FollowerTasks):
         return len(followed)
 
 
-__all__ = ["FollowerTasks", "Followers", "JobFollower", "Outbox"]
+__all__ = ["FollowerTasks", "Followers", "JobFollower", "Outbox", "follow_events"]

@@ -82,7 +82,7 @@ from bot.discord_app.context import (
     send,
 )
 from bot.discord_app.delivery import ReplyRef, ThrottledEditor, duration, progress_bar
-from bot.discord_app.follow import NO_MENTIONS, FollowerTasks, Outbox
+from bot.discord_app.follow import NO_MENTIONS, FollowerTasks, Outbox, follow_events
 from bot.discord_app.translator import text
 from bot.lora_services import (
     MAX_CAPTION_CHARS,
@@ -526,17 +526,7 @@ class TrainingFollower:
         handle = self.bot.container.queue.handle(self.job_id)
         editor: ThrottledEditor[TrainingStatus] = ThrottledEditor(self._show, self.bot.edit_interval,
                                                                   wait_first=self.fresh)
-        terminal = None
-        try:
-            async for event in handle.events(previews=True):  # ends after the terminal event
-                if event.terminal:
-                    terminal = event
-                    continue
-                status = self._status(event)
-                if status is not None:
-                    editor.submit(status)
-        finally:
-            await editor.close()
+        terminal = await follow_events(handle, editor, self._status)
         self.delivering = True
         if isinstance(terminal, JobDone):
             await self.announce(terminal.result)
