@@ -177,7 +177,7 @@ def test_a_jpeg_copy_made_for_discord_still_shows_its_recipe(home, tmp_path, cap
 
 def test_db_check_lists_stray_files_and_clean_deletes_them(home, capsys):
     assert main(["db", "upgrade"]) == 0
-    stray = home / "images" / "2026" / "11" / "zzzzzzzz.png"
+    stray = home / "images" / "2000" / "01" / "zzzzzzzz.png"
     stray.parent.mkdir(parents=True)
     stray.write_bytes(b"\x89PNG" + b"0" * 2044)
     old = time.time() - 3 * 3600
@@ -192,7 +192,7 @@ def test_db_check_lists_stray_files_and_clean_deletes_them(home, capsys):
     assert "1 newer than 600 min" in capsys.readouterr().out
     assert main(["db", "check", "--clean"]) == 0
     assert "Deleted 1 stray" in capsys.readouterr().out and not stray.exists()
-    assert not (home / "images" / "2026").exists()  # emptied folders go too (not ones made just now)
+    assert not (home / "images" / "2000").exists()  # emptied folders go too (not ones made just now)
 
 
 def test_db_purge_removes_files_of_deleted_images_only(home, capsys):

@@ -31,9 +31,10 @@ def test_strays_and_missing_files_in_every_area_and_clean_removes_only_old_stray
     kept = save_image(uow_factory, store, b"\x89PNG kept", make_new_image())
     gone = save_image(uow_factory, store, b"\x89PNG gone", make_new_image())
     store.absolute(gone.file_path).unlink()  # removed by hand: a row without its file
-    stray = aged(store.root / "2026" / "11" / "zzzzzzzz.png")  # a crash between file and row
-    temp = aged(store.root / "2026" / "11" / ".k3x9fq2a.png.1a2b3c4d.tmp", b"half")  # an interrupted write
-    young = store.root / "2026" / "12" / "yyyyyyyy.png"  # its row may be being written right now
+    stray = aged(store.root / "2000" / "01" / "zzzzzzzz.png")  # a crash between file and row
+    temp = aged(store.root / "2000" / "01" / ".k3x9fq2a.png.1a2b3c4d.tmp", b"half")  # an interrupted write
+    young = store.root / "2000" / "02" / "yyyyyyyy.png"  # its row may be being written right now
+    # (folders of a fixed past month: save_image makes today's, which must not collide)
     young.parent.mkdir(parents=True)
     young.write_bytes(b"new")
 
