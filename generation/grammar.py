@@ -2,11 +2,16 @@
 
 One grammar for the command line, the Discord bot and the Python API:
 
-* The prompt comes first and runs up to the first flag marker.  A marker is ``--``, an em
-  dash ``—``, an en dash ``–`` (phones turn ``--`` into those) or ``——`` (a Chinese input
-  method's dash), at the start of the text or after whitespace, followed by a letter.
-* A flag's name is ``[A-Za-z][A-Za-z0-9_-]*``; case, ``_`` and ``-`` do not matter.  Its
-  value is the text up to the next marker, stripped.
+* The prompt comes first and runs up to the first flag marker.  A marker is two dashes or
+  one long dash, at the start of the text or after whitespace, followed by a letter.  A dash
+  is any of Unicode's (``-``, ``－``, ``‐``, the minus sign ``−``…: keyboards, phones and input
+  methods type them for ``-``); a long one is an en or em dash (``–``, ``—``: phones turn
+  ``--`` into those) or a wider one, so ``——`` (a Chinese input method's dash) is one too.
+  One hyphen (``-x``), three dashes and dashes inside a word (``well-known``) are text.
+* A flag's name is ``[A-Za-z][A-Za-z0-9_-]*``, read through NFKC (full-width ``ｓｔｅｐｓ`` is
+  ``steps``); case, ``_`` and ``-`` do not matter.  Its value is the text up to the next
+  marker, stripped; a number in it may be typed in full-width digits (``３０``) or with a
+  minus sign (``−1``).  The prompt, and text values, stay exactly as typed.
 * A value that starts with ``"`` is a quoted string when a complete one (``\\"`` and
   ``\\\\`` escape) is followed by the next marker or the end: markers inside it are text.
 * Otherwise a value, and the prompt, are *raw*: wrapped whole in “…”, ‘…’ or '…' (with no
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from dataclasses import dataclass
 from difflib import get_close_matches
 from typing import Any
@@ -128,7 +134,7 @@ _HINTS = {
 
 
 def _key(name: str) -> str:
-    return name.lower().replace("-", "").replace("_", "")
+    return unicodedata.normalize("NFKC", name).lower().replace("-", "").replace("_", "")
 
 
 _BY_KEY: dict[str, FlagSpec] = {_key(spelling): spec for spec in FLAGS for spelling in (spec.name, *spec.aliases)}
@@ -138,18 +144,26 @@ _SPELLINGS = [spelling for spec in FLAGS for spelling in (spec.name, *spec.alias
 
 def find_flag(name: str) -> FlagSpec | None:
     """The flag a spelling means (``"Guidance_Scale"`` → ``--cfg``), or None."""
-    return _BY_KEY.get(_key(name.lstrip("-—–")))
+    return _BY_KEY.get(_key(name.lstrip(_DASHES)))
 
 
 # ---------------------------------------------------------------------- lexical layer
 
-_MARK = r"(?:--|——|—|–)"
-_MARKER = re.compile(rf"(?<!\S){_MARK}(?=[A-Za-z])")
-_FLAG = re.compile(rf"{_MARK}(?P<name>[A-Za-z][A-Za-z0-9_-]*)")
+# Unicode's dashes (category Pd) and the minus sign, but not the wave dashes 〜 and 〰, which are
+# tildes (Japanese input methods type 〜 for "~").  One long dash is a marker; other dashes pair.
+_LONG_DASHES = "\u2012\u2013\u2014\u2015\u2e3a\u2e3b\ufe31\ufe32\ufe58"  # figure, en, em, bar, 2-em, 3-em…
+_DASHES = ("-\u058a\u05be\u1400\u1806\u2010\u2011\u2212\u2e17\u2e1a\u2e40\u2e5d\u30a0\ufe63\uff0d\U00010ead"
+           + _LONG_DASHES)
+_MARK = rf"(?:[{re.escape(_DASHES)}]{{2}}|[{_LONG_DASHES}])"
+# A name's letters, digits, "_" and "-", and their full-width forms (NFKC reads them as ASCII).
+_NAME_START = "A-Za-z\uff21-\uff3a\uff41-\uff5a"
+_NAME = rf"[{_NAME_START}][{_NAME_START}0-9_\-\uff10-\uff19\uff3f\uff0d\ufe63]*"
+_MARKER = re.compile(rf"(?<!\S){_MARK}(?=[{_NAME_START}])")
+_FLAG = re.compile(rf"{_MARK}(?P<name>{_NAME})")
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
 _UNQUOTE = re.compile(r"\\([\\\"])")
-_ESCAPED_MARKER = re.compile(rf"(?<!\S)\\(\\*{_MARK}(?=[A-Za-z]))")
-_FLAGLIKE = re.compile(rf"(?<!\S)(\\*{_MARK}(?=[A-Za-z]))")
+_ESCAPED_MARKER = re.compile(rf"(?<!\S)\\(\\*{_MARK}(?=[{_NAME_START}]))")
+_FLAGLIKE = re.compile(rf"(?<!\S)(\\*{_MARK}(?=[{_NAME_START}]))")
 _PAIRS = {"“": "”", "‘": "’", "'": "'"}
 _ESCAPED_OPENER = re.compile(r"\\+[“‘']")
 _SPACE = re.compile(r"\s*")
@@ -157,7 +171,7 @@ _SPACE = re.compile(r"\s*")
 
 @dataclass(frozen=True, slots=True)
 class _Flag:
-    typed: str  # the name as written, with "--" in front: "--Guidance"
+    typed: str  # the name as written (NFKC: "ＳＴＥＰＳ" is "STEPS"), with "--" in front: "--Guidance"
     spec: FlagSpec | None
     value: str | None  # None: nothing followed the flag
 
@@ -171,13 +185,14 @@ def _split(text: str) -> tuple[str, list[_Flag]]:
     pos = end
     while pos < len(text):
         m = _FLAG.match(text, pos)
-        name = m.group("name")
+        assert m is not None  # pos is at a marker, and a marker starts a flag
+        name = unicodedata.normalize("NFKC", m.group("name"))
         after = m.end()
         value: str | None = None
-        start = _SPACE.match(text, after).end()
+        start = _skip_space(text, after)
         quoted = _QUOTED.match(text, start) if text.startswith('"', start) else None
         if quoted:
-            stop = _SPACE.match(text, quoted.end()).end()
+            stop = _skip_space(text, quoted.end())
             if stop == len(text) or (stop > quoted.end() and _MARKER.match(text, stop)):
                 value = _UNQUOTE.sub(r"\1", quoted.group(1))
                 flags.append(_Flag("--" + name, find_flag(name), value))
@@ -188,6 +203,11 @@ def _split(text: str) -> tuple[str, list[_Flag]]:
         raw = _raw(text[after:pos])
         flags.append(_Flag("--" + name, find_flag(name), raw if raw else None))
     return prompt, flags
+
+
+def _skip_space(text: str, pos: int) -> int:
+    space = _SPACE.match(text, pos)
+    return space.end() if space else pos  # "\s*" always matches
 
 
 def _raw(segment: str) -> str:
@@ -231,8 +251,8 @@ _SIZE = re.compile(r"([0-9]+)\s*[xX×*]\s*([0-9]+)")
 _LORA_SPLIT = re.compile(r"[\s,，]+")
 _COLON = re.compile(r"\s*[:：]\s*")
 _MAX_DIGITS = 30  # beyond this a number is out of every range (and int() of 4300+ digits raises)
-# Full-width digits and signs from Chinese input methods, in values that are numbers.
-_FULL_WIDTH = str.maketrans("０１２３４５６７８９．：＋－ｘＸ＊", "0123456789.:+-xX*")
+# Full-width digits and signs from Chinese input methods, and minus signs, in values that are numbers.
+_FULL_WIDTH = str.maketrans("０１２３４５６７８９．：＋－ｘＸ＊\u2212\ufe63", "0123456789.:+-xX*--")
 
 
 def _show(value: str, limit: int = 60) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import sys
+import unicodedata
 from importlib import resources
 
 import pytest
@@ -46,6 +48,38 @@ VALID = [
     ("a cat — sleeping", req("a cat — sleeping")),
     ("a cat -seed 1", req("a cat -seed 1")),
     ("a cat ---seed 1", req("a cat ---seed 1")),
+    # look-alike dashes: two hyphen-like ones, or one dash, as -- and — are
+    ("a cat \uff0d\uff0dsteps 30", req(steps=30)),  # FULLWIDTH HYPHEN-MINUS (Chinese, Japanese keyboards)
+    ("a cat \u2010\u2010steps 30", req(steps=30)),  # HYPHEN
+    ("a cat \u2011\u2011steps 30", req(steps=30)),  # NON-BREAKING HYPHEN
+    ("a cat \u2212\u2212steps 30", req(steps=30)),  # MINUS SIGN
+    ("a cat \ufe63\ufe63steps 30", req(steps=30)),  # SMALL HYPHEN-MINUS
+    ("a cat -\u2014steps 30", req(steps=30)),
+    ("a cat \u2012steps 30", req(steps=30)),  # FIGURE DASH
+    ("a cat \u2015steps 30", req(steps=30)),  # HORIZONTAL BAR
+    ("a cat \u2e3asteps 30", req(steps=30)),  # TWO-EM DASH
+    ("a cat \u2e3bsteps 30", req(steps=30)),  # THREE-EM DASH
+    ("a cat \ufe58steps 30", req(steps=30)),  # SMALL EM DASH
+    # full-width names and values: read as their ASCII forms; the prompt stays as typed
+    ("a cat --\uff33\uff34\uff25\uff30\uff33 20", req(steps=20)),  # --ＳＴＥＰＳ
+    ("a cat --\uff53\uff54\uff45\uff50\uff53 30", req(steps=30)),  # --ｓｔｅｐｓ
+    ("一只猫 －－ｓｔｅｐｓ ３０ －－ｈｉｒｅｓ －－ｈｉｒｅｓ－ｓｔｅｐｓ １０ －－ｃｌｉｐ＿ｓｋｉｐ ２",
+     req("一只猫", steps=30, hires=Hires(2.0, steps=10), clip_skip=2)),
+    ("ＡＩ ａｒｔ，一只猫 －－ｎｏ ｔｅｘｔ －－ａｒ ３：２", req("ＡＩ ａｒｔ，一只猫", negative_prompt="ｔｅｘｔ", aspect=(3, 2))),
+    # minus signs in values are minus signs
+    ("a cat --seed \u22121", req()),
+    ("a cat \uff0d\uff0dseed \uff0d1", req()),
+    ("a cat --lora ink:\u22120.5", req(loras=(LoraRef("ink", -0.5),))),
+    ("a cat --lora ink:\ufe630.5", req(loras=(LoraRef("ink", -0.5),))),
+    # still not markers: one hyphen-like character, three, inside a word, no letter after, wave dashes
+    ("a cat \u2212steps 30", req("a cat \u2212steps 30")),
+    ("a cat \uff0dsteps 30", req("a cat \uff0dsteps 30")),
+    ("a cat \u2212\u2212\u2212steps 30", req("a cat \u2212\u2212\u2212steps 30")),
+    ("a well\u2010known e\u2011mail cat\uff0d\uff0dsteps", req("a well\u2010known e\u2011mail cat\uff0d\uff0dsteps")),
+    ("一只猫——很可爱 ——很乖 －－３０", req("一只猫——很可爱 ——很乖 －－３０")),
+    ("a cat \u2212\u22121 \u2014 2", req("a cat \u2212\u22121 \u2014 2")),
+    ("a cat \u301c\u301csteps 30 \u3030\u3030steps", req("a cat \u301c\u301csteps 30 \u3030\u3030steps")),
+    ("a cat --\u4e00steps", req("a cat --\u4e00steps")),
     # names: case, "_" and "-" do not matter
     ("a cat --SEED 1", req(seed=1)),
     ("a cat --Clip_Skip 2", req(clip_skip=2)),
@@ -142,6 +176,8 @@ VALID = [
     ("a cat \\--seed 1", req("a cat --seed 1")),
     ("a cat \\\\--seed 1", req("a cat \\--seed 1")),
     ("a cat \\—seed", req("a cat —seed")),
+    ("a cat \\\uff0d\uff0dsteps 30", req("a cat \uff0d\uff0dsteps 30")),
+    ("a cat \\--\uff53teps", req("a cat --\uff53teps")),
     ("back\\slash \\", req("back\\slash \\")),
     ("'a cat'", req("a cat")),
     ("\\'a cat'", req("'a cat'")),
@@ -234,6 +270,14 @@ ERRORS = [
     ("a cat --cfg 1" + "0" * 400, "request.out_of_range", ["--cfg", "1", "30"]),
     ("a cat --steps 0", "request.out_of_range", ["--steps 0", "1–150"]),
     ("a cat --steps 151", "request.out_of_range", ["--steps 151", "1–150"]),
+    ("a cat \u2014steps 500", "request.out_of_range", ["--steps 500", "1–150"]),
+    ("a cat \u2010\u2010steps 500", "request.out_of_range", ["--steps 500", "1–150"]),
+    ("a cat \u2212\u2212steps 500", "request.out_of_range", ["--steps 500", "1–150"]),
+    ("a cat \uff0d\uff0dsteps 500", "request.out_of_range", ["--steps 500", "1–150"]),
+    ("a cat --\uff33\uff34\uff25\uff30\uff33 500", "request.out_of_range", ["--STEPS 500", "1–150"]),
+    ("a cat \uff0d\uff0d\uff53\uff54\uff45\uff50 30", "grammar.unknown_flag_suggest", ["--step", "--steps"]),
+    ("a cat \u2212\u2212cfg \u22121", "request.out_of_range", ["--cfg", "1–30"]),
+    ("a cat --steps \u221230", "request.out_of_range", ["--steps", "1–150"]),
     ("a cat --steps -5", "request.out_of_range", ["--steps -5", "1–150"]),
     ("a cat --seed 4294967296", "request.out_of_range", ["--seed 4294967296", "0–4294967295"]),
     ("a cat --seed -2", "request.out_of_range", ["--seed -2", "0–4294967295"]),
@@ -321,6 +365,42 @@ def test_errors_name_the_flag_as_typed_and_carry_the_range():
     assert (info.value.params["low"], info.value.params["high"]) == ("1", "30")
 
 
+def test_full_width_flags_are_named_in_ascii_in_messages():
+    with pytest.raises(RequestError) as info:
+        parse("a cat \uff0d\uff0d\uff27\uff35\uff29\uff24\uff21\uff2e\uff23\uff25 31")  # －－ＧＵＩＤＡＮＣＥ
+    assert info.value.params["flag"] == "--GUIDANCE"
+    assert info.value.message() == "--GUIDANCE 31 is out of range: use 1–30."
+    assert info.value.message() == _error("a cat --GUIDANCE 31").message()
+
+
+def _error(text: str) -> RequestError:
+    with pytest.raises(RequestError) as info:
+        parse(text)
+    return info.value
+
+
+# Every Unicode dash (category Pd) and the minus sign marks a flag as "--" and "—" do, except
+# the two that are tildes in all but name (Japanese input methods type 〜 for "~").
+UNICODE_DASHES = [chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Pd"] + ["\u2212"]
+NOT_DASHES = {"\u301c", "\u3030"}  # WAVE DASH, WAVY DASH
+LONG_DASHES = "\u2012\u2013\u2014\u2015\u2e3a\u2e3b\ufe31\ufe32\ufe58"  # one is enough, as with —
+
+
+@pytest.mark.parametrize("dash", UNICODE_DASHES, ids=lambda d: f"U+{ord(d):04X}")
+def test_every_unicode_dash_marks_a_flag(dash):
+    doubled = f"a cat {dash}{dash}steps 30 {dash}{dash}no text"
+    single = f"a cat {dash}steps 30"
+    if dash in NOT_DASHES:
+        assert parse(doubled) == req(doubled)
+        assert find_flag(dash * 2 + "steps") is None
+        return
+    assert parse(doubled) == req(steps=30, negative_prompt="text")
+    assert find_flag(dash * 2 + "steps") is find_flag("steps")
+    assert parse(single) == (req(steps=30) if dash in LONG_DASHES else req(single))
+    for prompt in (f"a {dash}{dash}steps b", f"a {dash}steps b", f"a\u3000{dash}{dash}x"):
+        assert parse(render(req(prompt))) == req(prompt)  # escaped when it would read as a flag
+
+
 def test_long_values_are_shortened_in_messages():
     with pytest.raises(RequestError) as info:
         parse("a cat --steps " + "x" * 1000)
@@ -354,6 +434,8 @@ RENDER = [
     (req("a --seed 1 b"), "a \\--seed 1 b"),
     (req("a \\--seed 1 b"), "a \\\\--seed 1 b"),
     (req("a —seed b"), "a \\—seed b"),
+    (req("a \uff0d\uff0dsteps b \u2212\u2212x \u2015y"), "a \\\uff0d\uff0dsteps b \\\u2212\u2212x \\\u2015y"),
+    (req("a --\uff53teps"), "a \\--\uff53teps"),
     (req("'a cat'"), "\\'a cat'"),
     (req("“a cat”"), "\\“a cat”"),
     (req("'a cat' and 'a dog'"), "'a cat' and 'a dog'"),
@@ -433,6 +515,7 @@ FRAGMENTS = st.sampled_from([
     "seed", "no", "neg", "ar", "size", "steps", "cfg", "guidance", "sampler", "euler_a", "DPM++ 2M Karras",
     "n", "model", "lora", "hires", "hires-steps", "strength", "denoise", "vary-seed", "vary_strength",
     "chaos", "clip-skip", "tile", "3:2", "768x512", "ink:0.8", "BREAK", "(", ")", "image", "k3x9fq2a", "init",
+    "\uff0d", "\u2212", "\u2010", "\u2015", "\u301c", "\uff53\uff54\uff45\uff50\uff53", "\uff33\uff25\uff25\uff24", "\uff13\uff10",
 ])
 ANY_TEXT = st.one_of(
     st.text(max_size=200),
