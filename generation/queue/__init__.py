@@ -9,7 +9,8 @@ protocols, :class:`JobStore` and :class:`Runner`.
 * :mod:`~generation.queue.eta` — :class:`StepRates`: estimates from measured step times;
 * :mod:`~generation.queue.store` — :class:`JobStore` protocol, :class:`MemoryJobStore`;
 * :mod:`~generation.queue.runner` — :class:`Runner` protocol, :class:`RunContext`, outcomes;
-* :mod:`~generation.queue.worker` — :class:`Worker`: one thread per device, OOM back-off;
+* :mod:`~generation.queue.worker` — :class:`Worker`: one thread per device, OOM back-off; it
+  reaches the queue only through :class:`WorkerSeam`, which :class:`JobQueue` implements;
 * :mod:`~generation.queue.handle` — :class:`JobHandle`: status, position, events, wait, cancel;
 * :mod:`~generation.queue.queue` — :class:`JobQueue`: submit, cancel, list, start/stop, recovery.
 """
@@ -48,13 +49,13 @@ from generation.queue.queue import JobQueue, QueueConfig
 from generation.queue.runner import Continue, Failure, Finished, Outcome, RunContext, Runner
 from generation.queue.scheduler import FairScheduler
 from generation.queue.store import JobStore, LostClaim, MemoryJobStore, Recovery, utc_day
-from generation.queue.worker import Worker
+from generation.queue.worker import Worker, WorkerSeam
 
 __all__ = [
     "Claim", "Continue", "DailyUsage", "FairScheduler", "Failure", "Finished", "JobCancelled", "JobClass",
     "JobDone", "JobEvent", "JobFailed", "JobHandle", "JobProgress", "JobQueue", "JobQueued", "JobRequeued",
     "JobSnapshot", "JobSpec", "JobStalled", "JobStarted", "JobState", "JobStore", "JobView", "LostClaim",
     "MemoryJobStore", "Outcome", "PendingCounts", "QueueConfig", "QueueLimits", "Recovery", "Requester",
-    "RunContext", "Runner", "StepRates", "Submission", "UsageSample", "Worker", "WorkerStatus",
+    "RunContext", "Runner", "StepRates", "Submission", "UsageSample", "Worker", "WorkerSeam", "WorkerStatus",
     "check_admission", "utc_day",
 ]

@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -569,8 +569,12 @@ class JobQueue:
             track.added_at = time.monotonic()
         self._work.notify()
 
-    # -- called by workers ---------------------------------------------------------------
-    def _next_batch(self, worker: Worker) -> list[JobSpec]:
+    # -- the worker seam (generation.queue.worker.WorkerSeam): what workers call ---------
+    def now(self) -> float:
+        """The queue's clock (seconds since the epoch)."""
+        return self.clock()
+
+    def next_batch(self, worker: Worker) -> list[JobSpec]:
         """Block until there is work for ``worker`` (or it stops); the jobs are taken out of
         the scheduler, not yet claimed."""
         while not worker.stopping:
@@ -603,7 +607,7 @@ class JobQueue:
                     track.spec = spec
                 self._schedule(track, spec)
 
-    def _claimed(self, worker: Worker, batch: list[JobSpec], claims: list[Claim]) -> list[Claim]:
+    def claimed(self, worker: Worker, batch: Sequence[JobSpec], claims: list[Claim]) -> list[Claim]:
         """After a claim: jobs lost to another process or a cancel are dropped from the view."""
         won = {claim.job_id: claim for claim in claims}
         with self._lock:
@@ -617,7 +621,8 @@ class JobQueue:
                 self._publish(track, JobStarted(spec.job_id, claim.attempt, len(claims)))
         return claims
 
-    def _requeued(self, spec: JobSpec, reason: str) -> None:
+    def requeued(self, spec: JobSpec, reason: str) -> None:
+        """A job queued again in the store (given back, or never claimed): follow it, schedule it."""
         with self._lock:
             track = self._track(spec.job_id, JobState.QUEUED)
             track.spec, track.cancel = spec, False
@@ -625,8 +630,9 @@ class JobQueue:
             if self._started and not all(w.stopping for w in self._workers):
                 self._schedule(track, spec)
 
-    def _progress(self, job_ids: list[str], step: int, total: int, eta: float | None,
-                  preview: Callable[[str], Any] | None, detail: Any = None) -> None:
+    def progress(self, job_ids: Sequence[str], step: int, total: int, eta: float | None,
+                 preview: Callable[[str], Any] | None, detail: Mapping[str, Any] | None = None) -> None:
+        """A step of a local run: publish it to each job's subscribers (previews to those who asked)."""
         with self._lock:
             for job_id in job_ids:
                 track = self._tracks.get(job_id)
@@ -640,33 +646,37 @@ class JobQueue:
                         log.debug("preview of job %s failed", job_id, exc_info=True)
                 self._publish(track, JobProgress(job_id, step, total, eta, image, detail))
 
-    def _finished_job(self, job_id: str, event: JobEvent) -> None:
+    def finished(self, job_id: str, event: JobEvent) -> None:
+        """A local run's job ended (recorded in the store): publish its terminal event."""
         with self._lock:
             self._publish(self._track(job_id, JobState.RUNNING), event)
 
-    def _lost(self, job_id: str) -> None:
+    def lost(self, job_id: str) -> None:
         """A worker lost this job to another process: follow it through the store from now on."""
         with self._lock:
             track = self._tracks.get(job_id)
             if track is not None:
                 track.worker = track.claim = None
 
-    def _cancel_asked(self, job_id: str) -> bool:
+    def cancel_asked(self, job_id: str) -> bool:
+        """A cancel of this locally running job is pending."""
         track = self._tracks.get(job_id)  # a plain read of a bool: no lock needed
         return track is not None and track.cancel
 
-    def _mark_cancel(self, job_id: str) -> None:
+    def mark_cancel(self, job_id: str) -> None:
+        """A cancel read from the store (asked by another process): the worker acknowledges it."""
         with self._lock:
             track = self._tracks.get(job_id)
             if track is not None:
                 track.cancel = True
 
-    def scheduler_settle(self, job_id: str, seconds: float) -> None:
+    def settle(self, job_id: str, seconds: float) -> None:
         """Charge a finished run's real GPU time in place of its estimate."""
         with self._lock:
             self.scheduler.settle(job_id, seconds, self.clock())
 
-    def scheduler_has(self, job_class: JobClass) -> bool:
+    def has_waiting(self, job_class: JobClass) -> bool:
+        """Whether a job of ``job_class`` waits in the local scheduler."""
         with self._lock:
             return self.scheduler.has_pending(job_class)
 
@@ -707,7 +717,7 @@ class JobQueue:
                     self.store.heartbeat(worker.status())  # "hung" is visible to other processes first
                 except Exception:
                     log.exception("heartbeat of worker %s failed", worker.worker_id)
-                if newly_hung:
+                if newly_hung and silent is not None:
                     with self._lock:
                         for job_id in worker.running_ids():
                             track = self._tracks.get(job_id)

@@ -28,21 +28,106 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from generation.errors import BrushworkError, Cancelled, OutOfMemoryError, QueueError
-from generation.queue.events import JobCancelled, JobDone, JobFailed
+from generation.queue.events import JobCancelled, JobDone, JobEvent, JobFailed
 from generation.queue.jobs import Claim, JobClass, JobSpec, WorkerStatus
 from generation.queue.runner import Continue, Failure, Finished, Outcome, PreviewSource
-from generation.queue.store import LostClaim
+from generation.queue.store import JobStore, LostClaim
 
 if TYPE_CHECKING:
-    from generation.queue.queue import JobQueue
+    from generation.queue.eta import StepRates
+    from generation.queue.queue import QueueConfig
     from generation.queue.runner import Runner
 
 log = logging.getLogger("brushwork.queue")
 LOAD_OUT_OF_MEMORY = "engine.out_of_memory_loading"
+
+
+class WorkerSeam(Protocol):
+    """What a :class:`Worker` needs from its queue, and all it may use of it.
+
+    :class:`~generation.queue.queue.JobQueue` implements it; a worker holds nothing else of
+    the queue.  The life of a batch across the seam:
+
+    1. :meth:`next_batch` blocks until there is work (the jobs leave the scheduler, unclaimed);
+    2. the worker claims them in the :attr:`store`, then reports the claims to :meth:`claimed`
+       (or, when claiming failed, gives each job back with :meth:`requeued`);
+    3. while it runs: :meth:`progress` for every step, :meth:`cancel_asked` to see a cancel
+       asked in this process, :meth:`mark_cancel` for one it read from the store (asked in
+       another process), :meth:`has_waiting` for long jobs that yield to interactive ones;
+    4. each job ends exactly once, after the store recorded it: :meth:`finished` (done,
+       failed or cancelled), :meth:`requeued` (a long job's chunk, a shutdown), or
+       :meth:`lost` (another process took the claim over; the store did not record ours);
+       :meth:`settle` charges the job's measured GPU time in place of its estimate.
+    """
+
+    @property
+    def store(self) -> JobStore:
+        """Where claims, progress, cancel flags and results are recorded."""
+        ...
+
+    @property
+    def config(self) -> QueueConfig:
+        """Batch cap, polling and progress intervals, preview spacing."""
+        ...
+
+    @property
+    def rates(self) -> StepRates:
+        """The shared ETA model: the worker feeds it measured step times."""
+        ...
+
+    def now(self) -> float:
+        """The queue's clock, seconds since the epoch (heartbeats)."""
+        ...
+
+    def next_batch(self, worker: Worker) -> list[JobSpec]:
+        """Block until there is work for ``worker`` (``[]`` once it stops); the jobs are taken
+        out of the scheduler, not yet claimed.  ``worker.batch_limit`` caps the batch."""
+        ...
+
+    def claimed(self, worker: Worker, batch: Sequence[JobSpec], claims: list[Claim]) -> list[Claim]:
+        """The store gave ``claims`` for ``batch``: the jobs won start (``JobStarted``), those
+        lost to another process or a cancel leave this process's view.  Returns the claims to run."""
+        ...
+
+    def requeued(self, spec: JobSpec, reason: str) -> None:
+        """The job is queued in the store again: given back (``reason`` ``chunk``: a long job
+        between chunks; ``shutdown``) or never claimed (``retry``: claiming failed)."""
+        ...
+
+    def progress(self, job_ids: Sequence[str], step: int, total: int, eta: float | None,
+                 preview: PreviewSource | None, detail: Mapping[str, Any] | None = None) -> None:
+        """A step of the run of ``job_ids`` (cancelled jobs left out); ``preview`` (a job id →
+        image callable) only on steps that should show one."""
+        ...
+
+    def finished(self, job_id: str, event: JobEvent) -> None:
+        """The job's terminal event (``JobDone``, ``JobFailed``, ``JobCancelled``), once the
+        store recorded it."""
+        ...
+
+    def lost(self, job_id: str) -> None:
+        """Another process holds the job now: it is followed through the store from here on."""
+        ...
+
+    def cancel_asked(self, job_id: str) -> bool:
+        """Whether a cancel of this running job is pending (cheap: called at every step)."""
+        ...
+
+    def mark_cancel(self, job_id: str) -> None:
+        """The store says someone (maybe another process) asked to cancel this running job."""
+        ...
+
+    def settle(self, job_id: str, seconds: float) -> None:
+        """Charge the job's measured GPU time (fair shares) in place of its estimate."""
+        ...
+
+    def has_waiting(self, job_class: JobClass) -> bool:
+        """Whether a job of ``job_class`` waits (a long job stops its chunk for an interactive one)."""
+        ...
 
 
 def new_worker_id(device: str) -> str:
@@ -51,14 +136,16 @@ def new_worker_id(device: str) -> str:
 
 
 class Worker:
-    def __init__(self, queue: JobQueue, runner: Runner, *, device: str = "cpu", name: str | None = None) -> None:
-        self.queue = queue
+    """One device's thread.  It reaches its queue only through ``seam`` (a :class:`WorkerSeam`)."""
+
+    def __init__(self, seam: WorkerSeam, runner: Runner, *, device: str = "cpu", name: str | None = None) -> None:
+        self.seam = seam
         self.runner = runner
         self.device = device
         self.worker_id = name or new_worker_id(device)
         self.stopping = False
         self.hung = False
-        self.started_at = queue.clock()
+        self.started_at = seam.now()
         self._thread: threading.Thread | None = None
         self._context: _Context | None = None
         self._activity = time.monotonic()
@@ -100,13 +187,13 @@ class Worker:
         else:
             state = "busy" if self._busy else "idle"
         return WorkerStatus(worker_id=self.worker_id, device=self.device, host=socket.gethostname(),
-                            pid=os.getpid(), state=state, heartbeat_at=self.queue.clock(),
+                            pid=os.getpid(), state=state, heartbeat_at=self.seam.now(),
                             started_at=self.started_at, running=tuple(self.running_ids()),
-                            stats=self.queue.rates.snapshot())
+                            stats=self.seam.rates.snapshot())
 
     def batch_limit(self, spec: JobSpec) -> int:
         """Images per run: the queue's cap, the runner's memory rule, what OOM taught us."""
-        limit = min(self.queue.config.max_batch_images, max(1, self.runner.batch_limit(spec)))
+        limit = min(self.seam.config.max_batch_images, max(1, self.runner.batch_limit(spec)))
         if spec.batch_key is not None and spec.batch_key in self._oom_caps:
             limit = min(limit, self._oom_caps[spec.batch_key])
         return max(1, limit)
@@ -121,7 +208,7 @@ class Worker:
                 log.exception("worker %s: warming up the runner failed", self.worker_id)
         while not self.stopping:
             try:
-                batch = self.queue._next_batch(self)
+                batch = self.seam.next_batch(self)
                 if not batch:
                     continue
                 self._busy = True
@@ -129,20 +216,20 @@ class Worker:
                 self._run(batch)
             except Exception:  # never let the device's only thread die
                 log.exception("worker %s: unexpected error between jobs", self.worker_id)
-                time.sleep(self.queue.config.poll_interval_s)
+                time.sleep(self.seam.config.poll_interval_s)
             finally:
                 self._busy = False
                 self._context = None
 
     def _run(self, batch: list[JobSpec]) -> None:
         try:
-            claims = self.queue.store.claim([spec.job_id for spec in batch], self.worker_id)
+            claims = self.seam.store.claim([spec.job_id for spec in batch], self.worker_id)
         except Exception:
             log.exception("worker %s: claiming %d jobs failed; they stay queued", self.worker_id, len(batch))
             for spec in batch:
-                self.queue._requeued(spec, "retry")
+                self.seam.requeued(spec, "retry")
             return
-        claims = self.queue._claimed(self, batch, claims)
+        claims = self.seam.claimed(self, batch, claims)
         if claims:
             spent: dict[str, float] = {claim.job_id: 0.0 for claim in claims}
             self._execute(claims, spent)
@@ -218,24 +305,25 @@ class Worker:
                    checkpoint: Mapping[str, Any] | None = None) -> None:
         seconds = spent.get(claim.job_id, 0.0)
         try:
-            spec = self.queue.store.requeue(claim, refund_attempt=True, gpu_seconds=seconds, checkpoint=checkpoint)
+            spec = self.seam.store.requeue(claim, refund_attempt=True, gpu_seconds=seconds, checkpoint=checkpoint)
         except LostClaim:
             log.warning("job %s was taken over before it could be re-queued", claim.job_id)
             return
-        self.queue.scheduler_settle(claim.job_id, seconds)
-        self.queue._requeued(spec, reason)
+        self.seam.settle(claim.job_id, seconds)
+        self.seam.requeued(spec, reason)
 
     def _settle(self, claims: list[Claim], outcomes: Mapping[str, Outcome], context: _Context,
                 spent: dict[str, float]) -> None:
         """Record each job's end in the store, then tell its followers."""
-        store, queue = self.queue.store, self.queue
+        seam = self.seam
+        store = seam.store
         for claim in claims:
             job_id, seconds = claim.job_id, spent.get(claim.job_id, 0.0)
             outcome = outcomes.get(job_id)
             if outcome is _HANDLED:
                 continue
             if context.acknowledged(job_id):
-                queue.scheduler_settle(job_id, seconds)
+                seam.settle(job_id, seconds)
                 continue  # already recorded as cancelled at the step where it was noticed
             event: Any
             try:
@@ -255,7 +343,7 @@ class Worker:
                     event = JobFailed(job_id, error)
             except LostClaim:
                 log.warning("job %s was taken over by another worker; its result here is dropped", job_id)
-                queue._lost(job_id)
+                seam.lost(job_id)
                 continue
             except Exception as error:
                 log.exception("recording the end of job %s failed", job_id)
@@ -264,8 +352,8 @@ class Worker:
                     store.fail(claim, event.error, seconds)
                 except Exception:
                     log.exception("recording the failure of job %s failed too", job_id)
-            queue.scheduler_settle(job_id, seconds)
-            queue._finished_job(job_id, event)
+            seam.settle(job_id, seconds)
+            seam.finished(job_id, event)
 
 
 class _Handled:
@@ -307,11 +395,11 @@ class _Context:
         if detail is not None and detail.get("eta_s") is not None:
             eta = float(detail["eta_s"])
         self._sync_store({job_id: step / total for job_id in self._ids} if total else {})
-        every = worker.queue.config.preview_every
+        every = worker.seam.config.preview_every
         live = [job_id for job_id in self._ids if not self.is_cancelled(job_id)]
-        worker.queue._progress(live, step, total, eta,
-                               preview if preview is not None and (step % every == 0 or step == total) else None,
-                               detail)
+        worker.seam.progress(live, step, total, eta,
+                             preview if preview is not None and (step % every == 0 or step == total) else None,
+                             detail)
 
     def should_abort(self) -> bool:
         self.worker.touch()
@@ -319,10 +407,10 @@ class _Context:
         return self.worker.stopping or all(self.is_cancelled(job_id) for job_id in self._ids)
 
     def is_cancelled(self, job_id: str) -> bool:
-        return job_id in self._acknowledged or self.worker.queue._cancel_asked(job_id)
+        return job_id in self._acknowledged or self.worker.seam.cancel_asked(job_id)
 
     def interactive_waiting(self) -> bool:
-        return self.worker.queue.scheduler_has(JobClass.INTERACTIVE)
+        return self.worker.seam.has_waiting(JobClass.INTERACTIVE)
 
     # -- the worker's side ---------------------------------------------------------------
     def acknowledged(self, job_id: str) -> bool:
@@ -332,33 +420,33 @@ class _Context:
         """Every ``progress_interval_s``: write progress, read cancel flags set by other processes;
         and record cancels at once — a cancelled job stops at the next step even in a batch."""
         now = time.monotonic()
-        queue = self.worker.queue
-        interval = queue.config.progress_interval_s
+        seam = self.worker.seam
+        interval = seam.config.progress_interval_s
         try:
             if progress and now - self._progress_saved >= interval:
                 self._progress_saved = now
-                queue.store.save_progress(progress)
+                seam.store.save_progress(progress)
             if now - self._store_checked >= interval:
                 self._store_checked = now
-                for job_id in queue.store.cancel_requested(self._ids):
-                    queue._mark_cancel(job_id)
+                for job_id in seam.store.cancel_requested(self._ids):
+                    seam.mark_cancel(job_id)
         except Exception:
             log.exception("progress/cancel exchange with the store failed")
         for job_id in self._ids:
-            if job_id not in self._acknowledged and queue._cancel_asked(job_id):
+            if job_id not in self._acknowledged and seam.cancel_asked(job_id):
                 self._acknowledge(job_id)
 
     def _acknowledge(self, job_id: str) -> None:
         self._acknowledged.add(job_id)
-        queue = self.worker.queue
+        seam = self.worker.seam
         try:
-            queue.store.finish_cancelled(self._by_id[job_id], 0.0)
+            seam.store.finish_cancelled(self._by_id[job_id], 0.0)
         except LostClaim:
-            queue._lost(job_id)
+            seam.lost(job_id)
             return
         except Exception:
             log.exception("recording the cancel of job %s failed", job_id)
-        queue._finished_job(job_id, JobCancelled(job_id))
+        seam.finished(job_id, JobCancelled(job_id))
 
     def observe_rates(self, elapsed: float, outcomes: Mapping[str, Outcome]) -> None:
         """Feed the ETA model with this run's measured step time and fixed cost."""
@@ -374,7 +462,7 @@ class _Context:
         work = sum(spec.work for spec in finished)
         stepping = t1 - t0
         per_step_run = stepping / (s1 - s0)
-        rates = self.worker.queue.rates
+        rates = self.worker.seam.rates
         group = finished[0].cost_group
         rates.observe_steps(group, work * (s1 - s0) / total, stepping)
         rates.observe_overhead(group, max(0.0, elapsed - per_step_run * total))
@@ -400,4 +488,4 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}"[:300] if text else type(error).__name__
 
 
-__all__ = ["Worker", "new_worker_id"]
+__all__ = ["Worker", "WorkerSeam", "new_worker_id"]

@@ -4,6 +4,10 @@ The runner is controlled with events, never with sleeps: ``runner.hold(tag)`` ma
 pause after its first step until ``release(tag)``, and ``runner.entered(tag)`` waits until a
 run containing that job has started.  A tag is a job's payload ``value`` (so a hold can be
 set before the job exists) or its id.
+
+Every worker ``make_queue`` adds reaches its queue through :class:`SeamOnly`, which passes on
+the :class:`~generation.queue.WorkerSeam`'s members and fails on anything else: the
+behaviour tests prove the worker needs nothing of the queue beyond the seam.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from generation.queue import (
     QueueLimits,
     RunContext,
     Submission,
+    WorkerSeam,
 )
 
 WAIT = 20.0  # generous: a slow CI machine must never fail these tests by time
@@ -100,6 +105,27 @@ class ScriptedRunner:
                 for spec in jobs}
 
 
+#: The public members of the worker seam: all a worker may touch of its queue.
+SEAM_MEMBERS = frozenset(name for name in vars(WorkerSeam) if not name.startswith("_"))
+
+
+class SeamOnly:
+    """A queue seen through :class:`WorkerSeam` alone: any other attribute is a test failure.
+
+    ``used`` records which members the worker reached for (tests check it is not vacuous).
+    """
+
+    def __init__(self, queue: JobQueue) -> None:
+        self.__queue = queue
+        self.used: set[str] = set()
+
+    def __getattr__(self, name: str):
+        if name not in SEAM_MEMBERS:
+            raise AssertionError(f"the worker used {name!r} of its queue, which is not part of WorkerSeam")
+        self.used.add(name)
+        return getattr(self.__queue, name)
+
+
 def _tags(spec: JobSpec) -> list[str]:
     return [spec.job_id, str(spec.payload.get("value"))]
 
@@ -131,7 +157,8 @@ def make_queue(store) -> Iterator[Callable[..., JobQueue]]:
         config.setdefault("preview_every", 2)
         queue = JobQueue(store_ or store, config=QueueConfig(**config))
         if runner is not None:
-            queue.add_worker(runner)
+            worker = queue.add_worker(runner)
+            worker.seam = SeamOnly(queue)
             runners.append(runner)
         if start:
             queue.start()
