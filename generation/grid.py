@@ -1,42 +1,19 @@
 """Labelled image grids (``/compare``'s X/Y plots, contact sheets).
 
-Text is drawn with Pillow's built-in scalable font; labels in scripts it lacks (CJK) fall back
-to a system font when one is found (Noto CJK, WenQuanYi, Droid Sans Fallback), else they are
-drawn as well as the built-in font can.
+Text is drawn with :func:`generation.fonts.font` (the shipped CJK-capable face unless the
+operator chose another), so Chinese labels read as words, not boxes.
 """
 
 from __future__ import annotations
 
-from functools import cache
-from pathlib import Path
+from PIL import Image, ImageDraw
 
-from PIL import Image, ImageDraw, ImageFont
-
-_CJK_FONTS = (
-    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
-    "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
-    "/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf",
-    "/System/Library/Fonts/PingFang.ttc",
-    "C:/Windows/Fonts/msyh.ttc",
-)
+from generation.fonts import Face, font
 
 
-@cache
-def font(size: int, cjk: bool = False) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    if cjk:
-        for candidate in _CJK_FONTS:
-            if Path(candidate).is_file():
-                return ImageFont.truetype(candidate, size)
-    return ImageFont.load_default(size=size)
-
-
-def _needs_cjk(text: str) -> bool:
-    return any(ord(ch) > 0x2E80 for ch in text)
-
-
-def _fit(draw: ImageDraw.ImageDraw, text: str, width: int, size: int) -> tuple[str, ImageFont.ImageFont]:
+def _fit(draw: ImageDraw.ImageDraw, text: str, width: int, size: int) -> tuple[str, Face]:
     """The label shortened with … until it fits ``width`` pixels."""
-    face = font(size, _needs_cjk(text))
+    face = font(size)
     if draw.textlength(text, font=face) <= width:
         return text, face
     while text and draw.textlength(text + "…", font=face) > width:
@@ -68,7 +45,7 @@ def labelled_grid(
     left = 0
     if row_labels:
         probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-        left = min(cell_w, int(max(probe.textlength(label, font=font(text_size, _needs_cjk(label)))
+        left = min(cell_w, int(max(probe.textlength(label, font=font(text_size))
                                    for label in row_labels)) + 2 * gap)
     top = line + (line if title else 0)
     width = left + columns * cell_w + (columns + 1) * gap

@@ -4,34 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from functools import cache
-from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
-# Fonts with CJK glyphs, in order of preference (Linux packages, then macOS and Windows).
-CJK_FONT_CANDIDATES = (
-    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
-    "/usr/share/fonts/noto-cjk/NotoSansCJK-Regular.ttc",
-    "/usr/share/fonts/google-noto-cjk/NotoSansCJK-Regular.ttc",
-    "/usr/share/fonts/opentype/noto/NotoSansCJKsc-Regular.otf",
-    "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
-    "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
-    "/usr/share/fonts/wenquanyi/wqy-microhei/wqy-microhei.ttc",
-    "/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf",
-    "/usr/share/fonts/truetype/arphic/uming.ttc",
-    "/System/Library/Fonts/PingFang.ttc",
-    "/System/Library/Fonts/STHeiti Medium.ttc",
-    "C:/Windows/Fonts/msyh.ttc",
-    "C:/Windows/Fonts/simhei.ttf",
-)
-LATIN_FONT_CANDIDATES = (
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/Library/Fonts/Arial Unicode.ttf",
-    "C:/Windows/Fonts/arial.ttf",
-)
-FONT_ENV = "BRUSHWORK_FONT"  # a font file with CJK glyphs, for machines where none of the above exist
+from generation.fonts import font as _font
+
 _PAD = 6
 _BACKGROUND = (245, 245, 245)
 _TEXT = (30, 30, 30)
@@ -49,20 +26,17 @@ def contact_sheet(
     """A grid of ``thumb``×``thumb`` cells, each image fitted inside (aspect kept) above
     its number and up to ``caption_lines`` lines of caption (cut with ``…``).
 
-    Fonts: ``font_path`` if given, else ``$BRUSHWORK_FONT``, else the first CJK font found
-    among common system locations (Noto Sans CJK, WenQuanYi, Droid Sans Fallback,
-    PingFang, Microsoft YaHei…), else DejaVu Sans, else Pillow's built-in font.  **Without
-    a CJK font, Chinese captions do not crash the sheet**: a TrueType fallback draws the
-    missing glyphs as empty boxes, and Pillow's bitmap font (used only when FreeType is
-    missing) shows characters it cannot encode as ``?``.  Install ``fonts-noto-cjk`` (or
-    set ``BRUSHWORK_FONT``) for readable Chinese captions.
+    Fonts: ``font_path`` if given, else :func:`generation.fonts.font`'s order
+    (``$BRUSHWORK_FONT``, the shipped CJK-capable face, system fonts, Pillow's own), so
+    Chinese captions read as words.  Should Pillow lack FreeType, its bitmap font shows the
+    characters it cannot encode as ``?`` instead of crashing the sheet.
     """
     if not items:
         raise ValueError("contact_sheet needs at least one image")
     if columns < 1 or thumb < 32 or caption_lines < 0:
         raise ValueError("columns must be ≥ 1, thumb ≥ 32 and caption_lines ≥ 0")
     font_size = max(10, thumb // 12)
-    font = _font(str(font_path) if font_path else os.environ.get(FONT_ENV) or None, font_size)
+    font = _font(font_size, font_path)
     line_height = font_size + 4
     cell_w = thumb + 2 * _PAD
     cell_h = thumb + 2 * _PAD + line_height * (1 + caption_lines)
@@ -82,21 +56,6 @@ def contact_sheet(
             y += line_height
             _text(draw, (x0, y), line, font, _TEXT)
     return sheet
-
-
-@cache
-def _font(explicit: str | None, size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    candidates = ((explicit,) if explicit else ()) + CJK_FONT_CANDIDATES + LATIN_FONT_CANDIDATES
-    for candidate in candidates:
-        if candidate and Path(candidate).is_file():
-            try:
-                return ImageFont.truetype(candidate, size)
-            except OSError:  # unreadable, or FreeType missing: try the next one
-                continue
-    try:
-        return ImageFont.load_default(size)
-    except (OSError, TypeError, ImportError):  # very old Pillow or no FreeType: the bitmap font
-        return ImageFont.load_default()
 
 
 def _text(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, font, fill) -> None:
