@@ -147,8 +147,11 @@ def topic(name: str, locale: str) -> Section:
         raise KeyError(name)
     fields = _flag_fields(TOPIC_FLAGS[name], locale)
     if name == "sampler":
-        names = [f"`{s.name}`" + (" ★" if s.name == DEFAULT_SAMPLER else "") for s in SAMPLERS]
-        fields += [(_t("help_cmd.samplers", locale), block) for block in chunk_lines([" · ".join(names)])]
+        lines: dict[str, list[str]] = {}  # one line per sampler: its name on each schedule
+        for s in SAMPLERS:
+            lines.setdefault(s.base, []).append(f"`{s.name}`" + (" ★" if s.name == DEFAULT_SAMPLER else ""))
+        fields += [(_t("help_cmd.samplers", locale), block)
+                   for block in chunk_lines([" · ".join(names) for names in lines.values()])]
     description = topic_body(name, locale)
     if name == "flags":
         description = _t("help_cmd.flags_intro", locale)

@@ -51,13 +51,13 @@ from generation.request import (
     format_number,
     hires_size,
 )
-from generation.samplers import find_sampler, from_infotext
+from generation.samplers import AUTOMATIC, find_sampler, from_infotext, schedule_names
 
 FORMAT = 1  # version of the ``brushwork`` chunk's JSON layout
 PARAMETERS_KEY = "parameters"
 BRUSHWORK_KEY = "brushwork"
 NEGATIVE_PREFIX = "Negative prompt:"
-SCHEDULES = ("Automatic", "Karras")  # the schedule types Brushwork's samplers cover
+SCHEDULES = tuple(schedule_names())  # the schedule types Brushwork's samplers cover
 
 # A1111's own pattern for the parameters line (modules/infotext_utils.py); a line is the
 # parameters line only if it yields at least 3 pairs.
@@ -144,8 +144,8 @@ def infotext(
     _check_writable(request)
     sampler = find_sampler(request.sampler)
     pairs: list[tuple[str, str]] = [("Steps", str(request.steps)), ("Sampler", sampler.base)]
-    if sampler.schedule == "Karras":
-        pairs.append(("Schedule type", "Karras"))
+    if sampler.schedule != AUTOMATIC:
+        pairs.append(("Schedule type", sampler.schedule))
     pairs += [
         ("CFG scale", format_number(request.cfg)),
         ("Seed", str(request.seed)),

@@ -69,5 +69,15 @@ def make_scheduler(sampler_name: str, base_config: Mapping[str, Any], *,
     config = {k: v for k, v in dict(base_config).items() if not k.startswith("_")}
     from generation.models._quiet import quiet_libraries
 
-    with quiet_libraries():  # "config attributes ... will be ignored": expected across classes
-        return cls.from_config(config, **options)
+    try:
+        with quiet_libraries():  # "config attributes ... will be ignored": expected across classes
+            return cls.from_config(config, **options)
+    except ImportError as exc:  # the Beta schedule needs scipy, which diffusers does not require
+        raise ModelError("engine.sampler_needs_package", sampler=sampler.name,
+                         package=getattr(exc, "name", None) or _package_named(str(exc))) from None
+
+
+def _package_named(message: str) -> str:
+    """diffusers' "Make sure to install scipy if you want to use beta sigmas." names the package."""
+    words = message.split()
+    return words[words.index("install") + 1] if "install" in words[:-1] else "scipy"

@@ -46,7 +46,8 @@ def test_sections_fit_discord_and_list_every_flag_with_its_range(locale):
         assert f"`{spec.usage()}`" in listed and spec.describe(locale) in listed
     assert "(1–150)" in listed and "(1–30)" in listed and "1:4–4:1" in listed
     sampler = help_text.topic("sampler", locale)
-    assert "`DPM++ 2M Karras` ★" in sampler.fields[-1][1]
+    listed_samplers = "\n".join(value for _name, value in sampler.fields[-3:])
+    assert "`DPM++ 2M Karras` ★" in listed_samplers and "`DPM++ 3M SDE Exponential`" in listed_samplers
     hires = help_text.topic("hires", locale)
     assert [line.split("`")[1] for line in hires.fields[0][1].splitlines()] == [
         "--hires [SCALE]", "--hires-steps N", "--strength S"]

@@ -330,6 +330,18 @@ def test_new_split_form_with_hires_lora_hashes_and_unknown_keys():
                             "TI hashes": "easynegative: c74b4e810b03", "Emphasis": "Original"}
 
 
+@pytest.mark.parametrize(("sampler", "schedule", "name"), [
+    ("DPM++ 3M SDE", "Exponential", "DPM++ 3M SDE Exponential"),
+    ("Euler a", "SGM Uniform", "Euler a SGM Uniform"),
+    ("DPM++ 2M", "Beta", "DPM++ 2M Beta"),
+])
+def test_current_a1111_schedule_types_read_and_write_back(sampler, schedule, name):
+    parsed = parse_infotext(f"a cat\nSteps: 20, Sampler: {sampler}, Schedule type: {schedule}, CFG scale: 7, "
+                            "Seed: 1, Size: 512x512, Model: tiny")
+    assert parsed.request.sampler == name and parsed.extra == {}
+    assert f"Sampler: {sampler}, Schedule type: {schedule}, " in text_of(parsed.request)
+
+
 def test_multi_line_prompt_and_negative():
     parsed = parse_infotext(
         "a lighthouse\nat dusk, oil painting\n\nwide shot\n"
@@ -380,10 +392,10 @@ PARAMS = "Steps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x512"
 @pytest.mark.parametrize(("text", "code", "named"), [
     ("a\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512*512", "metadata.bad_size", "512*512"),
     ("a\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 0x512", "metadata.out_of_range", "Size"),
-    ("a\nSteps: 20, Sampler: DPM++ 3M SDE, CFG scale: 7, Seed: 1", "metadata.unknown_sampler", "DPM++ 3M SDE"),
+    ("a\nSteps: 20, Sampler: Restart, CFG scale: 7, Seed: 1", "metadata.unknown_sampler", "Restart"),
     ("a\nSteps: 20, Sampler: DDIM, Schedule type: Karras, CFG scale: 7", "metadata.unknown_sampler", "DDIM Karras"),
-    ("a\nSteps: 20, Sampler: Euler, Schedule type: Exponential, Seed: 1", "metadata.unknown_schedule",
-     "Exponential"),
+    ("a\nSteps: 20, Sampler: Euler, Schedule type: KL Optimal, Seed: 1", "metadata.unknown_schedule",
+     "KL Optimal"),
     ("a\nSteps: twenty, Sampler: Euler a, CFG scale: 7", "metadata.not_an_integer", "twenty"),
     ("a\nSteps: 500, Sampler: Euler a, CFG scale: 7", "metadata.out_of_range", "500"),
     ("a\nSteps: 20, Sampler: Euler a, CFG scale: nan", "metadata.not_a_number", "nan"),
