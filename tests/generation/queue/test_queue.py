@@ -401,7 +401,8 @@ def test_estimates_come_from_measured_step_times(make_queue, runner):
     assert queue.rates.rate("sd15") == DEFAULT_RATE
     queue.submit(submission(cost_group="sd15", work=3.0)).wait(timeout=WAIT)
     measured = queue.rates.rate("sd15")
-    assert measured != DEFAULT_RATE and queue.rates.rate("never-seen") == measured  # the overall rate as fallback
+    assert measured != DEFAULT_RATE and queue.rates.measured("sd15")
+    assert queue.rates.rate("never-seen") == DEFAULT_RATE and not queue.rates.measured("never-seen")  # not sd15's
     elsewhere = StepRates()  # another process reads the rates from the worker's heartbeat
     elsewhere.restore(queue.workers[0].status().stats)
     assert elsewhere.rate("sd15") == measured
