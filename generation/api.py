@@ -290,7 +290,7 @@ def _lora_files(files: Mapping[str, str | PathLike[str]] | str | PathLike[str] |
     if not isinstance(files, Mapping):
         from generation.engine import FolderLoraResolver
 
-        return FolderLoraResolver(files)
+        return FolderLoraResolver(Path(files))
     from generation.models.hashing import FileHasher
 
     hasher = FileHasher(None)

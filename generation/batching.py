@@ -44,6 +44,8 @@ def hires_steps_run(request: Request) -> int:
     if hires is None:
         return 0
     steps = hires.steps if hires.steps is not None else request.steps
+    if steps is None:
+        raise ValueError("hires_steps_run needs a resolved request: neither hires.steps nor steps is set")
     strength = hires.strength if hires.strength is not None else 0.5
     return min(int(steps * strength), steps)
 

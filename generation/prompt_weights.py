@@ -92,7 +92,10 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
                 add_text(token)
             elif factor is None:
                 # "(word:1.2.3)": the would-be weight is text, the ")" closes as a plain bracket
-                add_text(_WEIGHT_PREFIX.match(token).group(0))
+                prefix = _WEIGHT_PREFIX.match(token)
+                if prefix is None:  # the token pattern only yields weights that start like one
+                    raise AssertionError(f"weight token without a weight prefix: {token!r}")
+                add_text(prefix.group(0))
                 multiply(round_open.pop(), ROUND_FACTOR)
             else:
                 multiply(round_open.pop(), factor)

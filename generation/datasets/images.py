@@ -142,8 +142,9 @@ def validate_image(
         with Image.open(io.BytesIO(data), formats=[fmt]) as opened:
             width, height = opened.size
             _check_dimensions(name, width, height, max_pixels=max_pixels, min_side=min_side)
-            if fmt in _ANIMATABLE and getattr(opened, "n_frames", 1) > 1:
-                raise DatasetError("dataset.image_animated", name=name, frames=opened.n_frames)
+            frames: int = getattr(opened, "n_frames", 1) if fmt in _ANIMATABLE else 1
+            if frames > 1:
+                raise DatasetError("dataset.image_animated", name=name, frames=frames)
             opened.load()
             image = _upright(opened)
             rgb = _to_rgb(image)

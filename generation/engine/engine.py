@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 from PIL import Image
@@ -61,6 +61,7 @@ from generation.request import Request, hires_size
 log = logging.getLogger(__name__)
 
 Phase = Literal["base", "hires"]
+_T = TypeVar("_T")
 
 # Above this many output pixels the VAE decodes in tiles (a 2048² decode needs >10 GB otherwise).
 VAE_TILING_PIXELS = 1536 * 1536
@@ -234,11 +235,11 @@ class Engine:
         first = requests[0]
         with self._lock:
             load_started = time.perf_counter()
-            model = self.load(first.model)
+            model = self.load(_resolved(first.model, "model"))
             load_s = time.perf_counter() - load_started
             resolver = lora_resolver if lora_resolver is not None else self.lora_resolver
             loras = [(resolve_lora(resolver, ref.name), float(ref.weight)) for ref in first.loras or ()]
-            model_hash = self.model_hash(first.model)
+            model_hash = self.model_hash(_resolved(first.model, "model"))
             out_of_memory = False
             try:
                 images, parts = self._run(model, requests, init_images, loras, on_step, should_abort,
@@ -286,7 +287,7 @@ class Engine:
             groups: dict[int, list[int]] = {}
             for index, enc in enumerate(encoded):
                 groups.setdefault(enc.length, []).append(index)
-            per_group = (0 if init_images is not None else first.steps) + hires_steps_run(first)
+            per_group = (0 if init_images is not None else _resolved(first.steps, "steps")) + hires_steps_run(first)
             progress = _Progress(on_step, should_abort, model.family, per_group * len(groups))
             results: list[Image.Image | None] = [None] * len(requests)
             for indices in groups.values():
@@ -312,19 +313,20 @@ class Engine:
                    progress: _Progress) -> list[Image.Image]:
         first = requests[0]
         pipe = model.txt2img
-        seeds = [r.seed for r in requests]
+        seeds = [_resolved(r.seed, "seed") for r in requests]
+        width, height = _resolved(first.width, "width"), _resolved(first.height, "height")
+        steps = _resolved(first.steps, "steps")
         factor = int(pipe.vae_scale_factor)
-        shape = (int(pipe.unet.config.in_channels), first.height // factor, first.width // factor)
+        shape = (int(pipe.unet.config.in_channels), height // factor, width // factor)
         noise, generators = initial_noise(seeds, shape, vary_seeds=[r.vary_seed for r in requests],
                                           vary_strengths=[r.vary_strength for r in requests])
-        pipe.scheduler = make_scheduler(first.sampler, model.scheduler_config, noise_seeds=seeds)
+        pipe.scheduler = make_scheduler(_resolved(first.sampler, "sampler"), model.scheduler_config, noise_seeds=seeds)
         kwargs = _embed_kwargs(embeds, model)
         kwargs.update(
-            height=first.height, width=first.width, num_inference_steps=first.steps,
-            guidance_scale=float(first.cfg), latents=noise.to(device=model.device, dtype=model.dtype),
-            generator=generators, output_type="pil",
+            height=height, width=width, num_inference_steps=steps, guidance_scale=float(_resolved(first.cfg, "cfg")),
+            latents=noise.to(device=model.device, dtype=model.dtype), generator=generators, output_type="pil",
         )
-        return self._call(pipe, kwargs, progress.phase("base", first.steps))
+        return self._call(pipe, kwargs, progress.phase("base", steps))
 
     def _hires_pass(self, model: LoadedModel, requests: list[Request], embeds: list[EncodedPrompt],
                     images: list[Image.Image], progress: _Progress) -> list[Image.Image]:
@@ -334,13 +336,14 @@ class Engine:
         size = hires_size(first.width, first.height, hires.scale)
         upscaled = [image if image.size == size else image.resize(size, Image.Resampling.LANCZOS) for image in images]
         pipe = model.img2img
-        seeds = [r.seed for r in requests]
-        pipe.scheduler = make_scheduler(first.sampler, model.scheduler_config, noise_seeds=seeds)
+        seeds = [_resolved(r.seed, "seed") for r in requests]
+        pipe.scheduler = make_scheduler(_resolved(first.sampler, "sampler"), model.scheduler_config, noise_seeds=seeds)
         kwargs = _embed_kwargs(embeds, model)
         kwargs.update(
             image=upscaled, strength=float(hires.strength if hires.strength is not None else 0.5),
             num_inference_steps=hires.steps if hires.steps is not None else first.steps,
-            guidance_scale=float(first.cfg), generator=[generator(seed) for seed in seeds], output_type="pil",
+            guidance_scale=float(_resolved(first.cfg, "cfg")), generator=[generator(seed) for seed in seeds],
+            output_type="pil",
         )
         return self._call(pipe, kwargs, progress.phase("hires", hires_steps_run(first)))
 
@@ -386,6 +389,13 @@ def _validate(requests: list[Request], init_images: Sequence[Image.Image] | None
         for image in init_images:
             if not isinstance(image, Image.Image):
                 raise TypeError(f"init_images must be PIL images, got {type(image).__name__}")
+
+
+def _resolved(value: _T | None, field: str) -> _T:
+    """A field :func:`_validate` checked is set; ``None`` here means an unresolved request got in."""
+    if value is None:
+        raise RequestError("engine.unresolved", field=field)
+    return value
 
 
 def model_bytes(model: LoadedModel) -> int:
@@ -435,9 +445,17 @@ def _embed_kwargs(embeds: list[EncodedPrompt], model: LoadedModel) -> dict[str, 
         "negative_prompt_embeds": torch.cat([e.negative for e in embeds]).to(model.dtype),
     }
     if model.is_xl:
-        kwargs["pooled_prompt_embeds"] = torch.cat([e.pooled for e in embeds]).to(model.dtype)
-        kwargs["negative_pooled_prompt_embeds"] = torch.cat([e.negative_pooled for e in embeds]).to(model.dtype)
+        kwargs["pooled_prompt_embeds"] = torch.cat([_pooled(e.pooled) for e in embeds]).to(model.dtype)
+        kwargs["negative_pooled_prompt_embeds"] = torch.cat(
+            [_pooled(e.negative_pooled) for e in embeds]).to(model.dtype)
     return kwargs
+
+
+def _pooled(tensor: torch.Tensor | None) -> torch.Tensor:
+    """An SDXL prompt's pooled embedding: the encoder makes one for every SDXL prompt."""
+    if tensor is None:
+        raise ValueError("an SDXL prompt was encoded without its pooled embedding")
+    return tensor
 
 
 @contextmanager
@@ -466,7 +484,7 @@ class _Phase:
 
     def __init__(self, progress: _Progress, phase: Phase, total: int) -> None:
         self.progress = progress
-        self.phase = phase
+        self.phase: Phase = phase
         self.total = total
         self.emitted = 0
         active = progress.on_step is not None or progress.should_abort is not None
@@ -484,6 +502,9 @@ class _Phase:
 
     def _emit(self, target: int, latents: torch.Tensor | None) -> None:
         progress = self.progress
+        on_step = progress.on_step
+        if on_step is None:  # the callers check first
+            raise RuntimeError("progress emitted without an on_step callback")
         family = progress.family
         images = progress.images
 
@@ -498,8 +519,7 @@ class _Phase:
         while self.emitted < target:
             self.emitted += 1
             progress.done += 1
-            progress.on_step(StepInfo(self.phase, self.emitted, self.total, progress.done, progress.total, preview,
-                                      images))
+            on_step(StepInfo(self.phase, self.emitted, self.total, progress.done, progress.total, preview, images))
 
     def finish(self) -> None:
         if self.progress.on_step is not None and self.emitted < self.total:

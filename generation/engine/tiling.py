@@ -10,15 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 from torch import nn
+
+# torch's own annotation of ``Conv2d.padding_mode``.
+PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
 
 
 @contextmanager
 def circular_padding(*modules: Any, enabled: bool = True) -> Iterator[int]:
     """Switch every ``Conv2d`` under ``modules`` to circular padding; yields how many."""
-    changed: list[tuple[nn.Conv2d, str]] = []
+    changed: list[tuple[nn.Conv2d, PaddingMode]] = []
     try:
         if enabled:
             for module in modules:

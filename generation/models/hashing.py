@@ -125,7 +125,8 @@ class FileHasher:
                 try:
                     data = json.loads(self._file.read_text("utf-8"))
                     if data.get("version") == CACHE_VERSION and isinstance(data.get("entries"), dict):
-                        self._entries = data["entries"]
+                        entries: dict[str, dict[str, Any]] = data["entries"]
+                        self._entries = entries
                 except (OSError, ValueError, AttributeError):
                     self._entries = {}  # a damaged cache only costs a re-hash
         return self._entries

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from generation.models._quiet import quiet_libraries
 
 if TYPE_CHECKING:
-    from diffusers import StableDiffusionPipeline
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
 
 CONSTRUCTION_SEED = 20240607
 TEXT_HIDDEN = 32
@@ -76,8 +76,10 @@ def tiny_vocab() -> dict[str, int]:
 
 
 def _build() -> _Components:
+    # diffusers' top-level names are lazy, not re-exports a type checker sees: the defining modules
     import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     vocab = tiny_vocab()
@@ -102,9 +104,10 @@ def _build() -> _Components:
             norm_num_groups=8,
         )
         vae = AutoencoderKL(
-            block_out_channels=(8, 16, 32, 32),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
+            # diffusers annotates these tuple[int] / tuple[str] (one item) for tuples of any length
+            block_out_channels=(8, 16, 32, 32),  # pyright: ignore[reportArgumentType]
+            down_block_types=("DownEncoderBlock2D",) * 4,  # pyright: ignore[reportArgumentType]
+            up_block_types=("UpDecoderBlock2D",) * 4,  # pyright: ignore[reportArgumentType]
             latent_channels=4,
             norm_num_groups=8,
             layers_per_block=1,
@@ -135,16 +138,19 @@ def tiny_pipeline() -> StableDiffusionPipeline:
     """A fresh StableDiffusionPipeline (CPU, float32) with its own copies of the tiny modules."""
     parts = _components()
     with quiet_libraries():
-        from diffusers import PNDMScheduler, StableDiffusionPipeline
+        from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
+        from diffusers.schedulers.scheduling_pndm import PNDMScheduler
 
+        # diffusers' annotations: ``scheduler`` is the KarrasDiffusionSchedulers enum, not a
+        # scheduler, and the two optional components are typed as required
         pipe = StableDiffusionPipeline(
             vae=copy.deepcopy(parts.vae),
             text_encoder=copy.deepcopy(parts.text_encoder),
             tokenizer=copy.deepcopy(parts.tokenizer),
             unet=copy.deepcopy(parts.unet),
-            scheduler=PNDMScheduler.from_config(parts.scheduler_config),
-            safety_checker=None,
-            feature_extractor=None,
+            scheduler=PNDMScheduler.from_config(parts.scheduler_config),  # pyright: ignore[reportArgumentType]
+            safety_checker=None,  # pyright: ignore[reportArgumentType]
+            feature_extractor=None,  # pyright: ignore[reportArgumentType]
             requires_safety_checker=False,
         )
     pipe.set_progress_bar_config(disable=True)
