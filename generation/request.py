@@ -142,11 +142,10 @@ class Request:
     @property
     def output_size(self) -> tuple[int, int] | None:
         """The size of the final image, after the hires pass if there is one."""
-        if self.size is None:
-            return None
-        if self.hires is None:
-            return self.size
-        return hires_size(self.width, self.height, self.hires.scale)
+        size = self.size
+        if size is None or self.hires is None:
+            return size
+        return hires_size(*size, self.hires.scale)
 
     # ------------------------------------------------------------------ copies
     def with_seed(self, seed: int | None) -> Request:
@@ -481,17 +480,16 @@ def resolve(
 
     hires = r.hires
     if hires is not None:
-        hires = Hires(
-            scale=hires.scale,
-            steps=hires.steps if hires.steps is not None else steps,
-            strength=hires.strength if hires.strength is not None else DEFAULT_HIRES_STRENGTH,
-        )
-        if hires.steps > profile.max_steps:
-            raise RequestError("request.out_of_range", flag="--hires-steps", value=hires.steps, low=1,
+        typed_steps = hires.steps
+        hires_steps = hires.steps if hires.steps is not None else steps
+        strength = hires.strength if hires.strength is not None else DEFAULT_HIRES_STRENGTH
+        hires = Hires(scale=hires.scale, steps=hires_steps, strength=strength)
+        if hires_steps > profile.max_steps:
+            raise RequestError("request.out_of_range", flag="--hires-steps", value=hires_steps, low=1,
                                high=profile.max_steps)
-        if int(hires.steps * hires.strength) < 1:  # img2img runs steps × strength of them: none at all
-            raise RequestError("request.refine_no_steps", steps=hires.steps, strength=format_number(hires.strength),
-                               flag="--steps" if r.image is not None and r.hires.steps is None else "--hires-steps")
+        if int(hires_steps * strength) < 1:  # img2img runs steps × strength of them: none at all
+            raise RequestError("request.refine_no_steps", steps=hires_steps, strength=format_number(strength),
+                               flag="--steps" if r.image is not None and typed_steps is None else "--hires-steps")
         out_w, out_h = hires_size(width, height, hires.scale)
         _check_size(out_w, out_h, profile, flag="--hires")
 
