@@ -45,6 +45,7 @@ from generation.request import (
     LoraRef,
     Request,
     format_number,
+    is_blank,
 )
 from generation.samplers import find_sampler, sampler_names
 
@@ -463,7 +464,7 @@ def _parse(text: str, *, allow_empty_prompt: bool, flags_only: bool) -> Request:
     if not isinstance(text, str):
         raise RequestError("request.bad_prompt")
     prompt, flags = _split(text)
-    if flags_only and prompt:
+    if flags_only and not is_blank(prompt):
         raise RequestError("grammar.defaults_flags_only", value=_show(prompt))
 
     values: dict[str, Any] = {}
@@ -513,7 +514,7 @@ def _parse(text: str, *, allow_empty_prompt: bool, flags_only: bool) -> Request:
                                 values.get("hires.strength"))
     if loras:
         fields["loras"] = tuple(loras)
-    if not prompt and not allow_empty_prompt:
+    if is_blank(prompt) and not allow_empty_prompt:
         raise RequestError("request.empty_prompt")
     try:
         return Request(prompt=prompt, **fields)

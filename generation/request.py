@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import re
 import secrets
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from fractions import Fraction
@@ -308,6 +309,25 @@ def picture_aspect(width: int, height: int, *, max_part: int = 100) -> tuple[tup
     return (ratio.numerator, ratio.denominator), clamped != true
 
 
+# What shows nothing: whitespace (U+3000 too), controls and format characters (zero-width space
+# and joiners, U+2060, the BOM, the soft hyphen, bidi marks), variation selectors, the combining
+# grapheme joiner, and the blank letters pasted to look empty (Hangul fillers, blank Braille).
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+_INVISIBLE = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180f\u2800\u3164\uffa0")
+
+
+def is_blank(text: str) -> bool:
+    """Whether ``text`` shows nothing: empty, or invisible characters only.  It only decides
+    emptiness; a prompt with something to see keeps its zero-width joiners (emoji need them)."""
+    return all(_invisible(ch) for ch in text)
+
+
+def _invisible(ch: str) -> bool:
+    code = ord(ch)
+    return (ch.isspace() or ch in _INVISIBLE or unicodedata.category(ch) in _INVISIBLE_CATEGORIES
+            or 0xFE00 <= code <= 0xFE0F or 0xE0100 <= code <= 0xE01EF)  # variation selectors
+
+
 def draw_seed() -> int:
     return secrets.randbelow(MAX_SEED + 1)
 
@@ -339,8 +359,8 @@ def _validate(r: Request) -> None:
     if not isinstance(r.prompt, str):
         raise RequestError("request.bad_prompt")
     _check_text(r.prompt)
-    if r.prompt != r.prompt.strip():
-        object.__setattr__(r, "prompt", r.prompt.strip())
+    if r.prompt != r.prompt.strip() or (r.prompt and is_blank(r.prompt)):
+        object.__setattr__(r, "prompt", "" if is_blank(r.prompt) else r.prompt.strip())
     if len(r.prompt) > MAX_PROMPT_CHARS:
         raise RequestError("request.prompt_too_long", length=len(r.prompt), limit=MAX_PROMPT_CHARS)
     if r.negative_prompt is not None:

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from generation.errors import RequestError
 from generation.grammar import FLAGS, find_flag, parse, parse_defaults, render
-from generation.request import MAX_SEED, RANGES, Hires, LoraRef, Request
+from generation.profiles import PROFILES
+from generation.request import MAX_SEED, RANGES, Hires, LoraRef, Request, resolve
 from generation.samplers import sampler_names
 
 
@@ -172,6 +173,9 @@ VALID = [
     ("a cat --clipskip 2", req(clip_skip=2)),
     ("a cat --tile", req(tile=True)),
     ("a cat --tile --seed 1", req(tile=True, seed=1)),
+    # invisible characters in a prompt with something to see are kept (emoji sequences need them)
+    ("\U0001f469\u200d\U0001f680 on the moon \u2764\ufe0f --seed 1",
+     req("\U0001f469\u200d\U0001f680 on the moon \u2764\ufe0f", seed=1)),
     # escapes in the prompt
     ("a cat \\--seed 1", req("a cat --seed 1")),
     ("a cat \\\\--seed 1", req("a cat \\--seed 1")),
@@ -228,6 +232,12 @@ ERRORS = [
     # (text, code, fragments the English message must contain)
     ("", "request.empty_prompt", []),
     ("   --seed 1", "request.empty_prompt", []),
+    # a prompt of invisible characters only is empty
+    ("\u200b", "request.empty_prompt", []),
+    ("\u200b\u200c\u200d\u2060\ufeff\u00ad --seed 1", "request.empty_prompt", []),
+    ("\u3000\ufe0f\U000e0101\u180b --steps 30", "request.empty_prompt", []),
+    ("\u3164\u2800 \u115f\u1160\uffa0 --n 2", "request.empty_prompt", []),
+    ("\u202e\u200e\u2066\u2069 \u034f\t", "request.empty_prompt", []),
     ("a cat --sed 4", "grammar.unknown_flag_suggest", ["--sed", "--seed"]),
     ("a cat --stesp 20", "grammar.unknown_flag_suggest", ["--stesp", "--steps"]),
     ("a cat --nagative x", "grammar.unknown_flag_suggest", ["--nagative", "--negative"]),
@@ -401,6 +411,19 @@ def test_every_unicode_dash_marks_a_flag(dash):
         assert parse(render(req(prompt))) == req(prompt)  # escaped when it would read as a flag
 
 
+@pytest.mark.parametrize("invisible", ["\u200b", "\ufeff\u2060", "\u3000\u00ad", "\ufe0f", "\u200d \u200c"])
+def test_a_prompt_of_invisible_characters_is_empty_everywhere(invisible):
+    empty = _error("")
+    assert _error(invisible).message() == empty.message()
+    assert _error(invisible).message("zh-CN") == empty.message("zh-CN")
+    assert Request(prompt=invisible).prompt == ""
+    assert parse(invisible + " --steps 30", allow_empty_prompt=True) == Request(prompt="", steps=30)
+    assert parse_defaults(invisible + " --steps 30") == Request(prompt="", steps=30)
+    with pytest.raises(RequestError) as info:
+        resolve(Request(prompt=invisible), PROFILES["tiny"], model="tiny")
+    assert info.value.code == "request.empty_prompt"
+
+
 def test_long_values_are_shortened_in_messages():
     with pytest.raises(RequestError) as info:
         parse("a cat --steps " + "x" * 1000)
@@ -516,6 +539,7 @@ FRAGMENTS = st.sampled_from([
     "n", "model", "lora", "hires", "hires-steps", "strength", "denoise", "vary-seed", "vary_strength",
     "chaos", "clip-skip", "tile", "3:2", "768x512", "ink:0.8", "BREAK", "(", ")", "image", "k3x9fq2a", "init",
     "\uff0d", "\u2212", "\u2010", "\u2015", "\u301c", "\uff53\uff54\uff45\uff50\uff53", "\uff33\uff25\uff25\uff24", "\uff13\uff10",
+    "\u200b", "\u200d", "\ufe0f",
 ])
 ANY_TEXT = st.one_of(
     st.text(max_size=200),
