@@ -35,7 +35,7 @@ import unicodedata
 import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO, Literal
 
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
@@ -51,13 +51,12 @@ from generation.request import (
     format_number,
     hires_size,
 )
-from generation.samplers import AUTOMATIC, find_sampler, from_infotext, schedule_names
+from generation.samplers import AUTOMATIC, Schedule, find_sampler, find_schedule, from_infotext
 
 FORMAT = 1  # version of the ``brushwork`` chunk's JSON layout
 PARAMETERS_KEY = "parameters"
 BRUSHWORK_KEY = "brushwork"
 NEGATIVE_PREFIX = "Negative prompt:"
-SCHEDULES = tuple(schedule_names())  # the schedule types Brushwork's samplers cover
 
 # A1111's own pattern for the parameters line (modules/infotext_utils.py); a line is the
 # parameters line only if it yields at least 3 pairs.
@@ -68,6 +67,19 @@ _FLOAT = re.compile(r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?
 _EXTRA_KEY = re.compile(r"\w[\w \-/]*[\w\-/]")
 _LORA_TAG = re.compile(r"<lora:([^<>]*)>")
 _TRAILING_LORA_TAG = re.compile(r"\s*<lora:([^<>]*)>\Z")
+_BLANKS = " \t"
+BRUSHWORK_VERSION_PREFIX = "brushwork "  # the Version value Brushwork writes
+
+# Pairs A1111 (and its extensions) write that never change the pixels: which batch an image
+# was in, who made it, hashes of what the other keys name.
+NO_EFFECT_KEYS = frozenset({"Hashes", "Batch size", "Batch pos", "User"})
+# A1111's hires-pass settings, followed when they are the base pass's (Brushwork's hires pass
+# always runs with the base sampler, schedule, CFG, prompts and model).  Keys are matched in
+# lower case: A1111 has written both "Hires CFG Scale" and "Hires CFG scale".
+_SAME_AS_BASE = {"hires prompt": "prompt", "hires negative prompt": "negative", "hires sampler": "sampler",
+                 "hires schedule type": "schedule", "hires cfg scale": "cfg", "hires checkpoint": "model"}
+HIRES_UPSCALER = "Lanczos"  # how Brushwork's hires pass enlarges the image
+_UNKNOWN = Schedule("?", {}, "a schedule type diffusers has no equivalent for")
 
 # The keys this module writes or reads itself; ``extra`` may not reuse them.
 KNOWN_KEYS = frozenset({
@@ -94,6 +106,12 @@ class ParsedInfotext:
     Steps, Sampler, CFG scale, Seed, Size and a Model whose name is a valid Brushwork name
     (the name as written is always in ``model_name``).  ``extra`` keeps every pair that
     Brushwork does not use, values decoded, in the order written — so nothing is lost.
+
+    ``unreproduced`` names, in the order written, every pair that was read but that an image
+    made from ``request`` would not follow: a sampler or schedule type diffusers has no
+    equivalent for (``request.sampler`` is then unset), another hires upscaler, sampler or
+    prompt, A1111's ``ENSD``, ``Eta``, ``RNG: NV``, token merging, extensions' keys...
+    A reader shows them ("not reproduced: …"); it never refuses the text for them.
     """
 
     request: Request
@@ -103,6 +121,7 @@ class ParsedInfotext:
     extra: dict[str, str] = field(default_factory=dict)
     version: str | None = None  # as written: "brushwork 0.1.0", "v1.10.1"…
     hires_upscaler: str | None = None
+    unreproduced: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +131,10 @@ class Recipe:
     ``origin`` says which chunk it came from: ``"brushwork"`` (exact; ``version`` is the
     Brushwork version that wrote it) or ``"a1111"`` (the ``parameters`` text; ``version`` is
     its ``Version`` value, and ``request`` may be unresolved).  ``infotext`` is the
-    ``parameters`` text when the image has one.
+    ``parameters`` text when the image has one.  ``model_name`` is the ``Model`` value as
+    written (an A1111 name may not be one Brushwork accepts: ``request.model`` is then
+    unset); ``unreproduced`` is :attr:`ParsedInfotext.unreproduced` (empty for Brushwork's
+    own chunk, which holds only what Brushwork reproduces).
     """
 
     request: Request
@@ -121,6 +143,12 @@ class Recipe:
     lora_hashes: dict[str, str]
     origin: Literal["brushwork", "a1111"]
     version: str | None
+    model_name: str | None = None
+    unreproduced: dict[str, str] = field(default_factory=dict)
+
+    def with_model(self, model: str) -> Recipe:
+        """The recipe with ``request.model`` set to a registered model (found by its hash)."""
+        return replace(self, request=replace(self.request, model=model))
 
 
 # ====================================================================== writing
@@ -132,7 +160,7 @@ def infotext(
     model_hash: str | None,
     lora_hashes: Mapping[str, str],
     version: str,
-    hires_upscaler: str = "Lanczos",
+    hires_upscaler: str = HIRES_UPSCALER,
     extra: Mapping[str, str] | None = None,
 ) -> str:
     """AUTOMATIC1111's ``parameters`` text for one image of a resolved request.
@@ -141,19 +169,19 @@ def infotext(
     else is a programming error (:class:`ValueError`), as are ``extra`` keys that A1111's
     pattern cannot read back or that clash with the keys written here.
     """
-    _check_writable(request)
-    sampler = find_sampler(request.sampler)
+    sampler_name, cfg, model = _check_writable(request)
+    sampler = find_sampler(sampler_name)
     pairs: list[tuple[str, str]] = [("Steps", str(request.steps)), ("Sampler", sampler.base)]
     if sampler.schedule != AUTOMATIC:
         pairs.append(("Schedule type", sampler.schedule))
     pairs += [
-        ("CFG scale", format_number(request.cfg)),
+        ("CFG scale", format_number(cfg)),
         ("Seed", str(request.seed)),
         ("Size", f"{request.width}x{request.height}"),
     ]
     if model_hash:
         pairs.append(("Model hash", model_hash))
-    pairs.append(("Model", request.model))
+    pairs.append(("Model", model))
     if request.vary_seed is not None:
         pairs.append(("Variation seed", str(request.vary_seed)))
     if request.vary_strength is not None:
@@ -203,7 +231,7 @@ def png_bytes(
     lora_hashes: Mapping[str, str],
     version: str,
     extra: Mapping[str, str] | None = None,
-    hires_upscaler: str = "Lanczos",
+    hires_upscaler: str = HIRES_UPSCALER,
     compress_level: int = 4,
 ) -> bytes:
     """The image as PNG bytes carrying its recipe in a ``parameters`` and a ``brushwork`` chunk."""
@@ -239,15 +267,18 @@ def recipe_exif(png: bytes) -> bytes | None:
     return exif.tobytes()
 
 
-def _check_writable(request: Request) -> None:
+def _check_writable(request: Request) -> tuple[str, float, str]:
+    """The request's sampler, CFG scale and model, after checking it can be written."""
     if not isinstance(request, Request):
         raise ValueError(f"infotext needs a Request, not {type(request).__name__}")
-    if not request.is_resolved:
+    sampler, cfg, model = request.sampler, request.cfg, request.model
+    if not request.is_resolved or sampler is None or cfg is None or model is None:
         raise ValueError("infotext needs a resolved request (seed, steps, cfg, sampler, size and model set)")
     if request.n not in (None, 1) or request.chaos is not None:
         raise ValueError("infotext describes one image: pass one of request.images()")
     if request.loras and any(ref.name.strip() != ref.name for ref in request.loras):
         raise ValueError("infotext: a LoRA name with edge whitespace cannot be written as a <lora:…> tag")
+    return sampler, cfg, model
 
 
 def _canonical(request: Request) -> str | None:
@@ -306,12 +337,12 @@ def parse_infotext(text: str) -> ParsedInfotext:
             prompt_lines.append(line)
         else:
             negative_lines.append(line)
-    prompt, loras = _take_lora_tags("\n".join(prompt_lines))
-    negative = None if negative_lines is None else "\n".join(negative_lines).strip()
-
     params: dict[str, str] = {}
     for key, raw in PARAM_PATTERN.findall(last):
         params[key.strip()] = _unquote(raw)
+    ours = params.get("Version", "").startswith(BRUSHWORK_VERSION_PREFIX)
+    prompt, loras = _take_lora_tags("\n".join(prompt_lines), exact_trailing=ours)
+    negative = None if negative_lines is None else "\n".join(negative_lines).strip()
     return _build(params, prompt, negative, loras)
 
 
@@ -326,20 +357,25 @@ def _unquote(raw: str) -> str:
     return raw.strip()
 
 
-def _take_lora_tags(prompt: str) -> tuple[str, list[LoraRef]]:
+def _take_lora_tags(prompt: str, *, exact_trailing: bool = False) -> tuple[str, list[LoraRef]]:
     """Pull ``<lora:name:weight>`` tags out of a prompt.
 
-    Brushwork appends its tags after one space; those come off exactly.  Tags elsewhere
-    (other tools put them anywhere) are removed with the comma that followed them.  Other
-    extra-network tags (``<hypernet:…>``) stay in the text.
+    ``exact_trailing`` (a text Brushwork wrote): Brushwork appends its tags after one space
+    each, and those come off exactly, so a prompt ending in a comma keeps it.  Any other tag
+    (other tools put them anywhere, as a comma-separated item) goes with one of the commas
+    around it: "a cat, <lora:x:1>, red" is "a cat, red", and a tag at the start or the end
+    of the prompt (or of a line) leaves no comma dangling.  Other extra-network tags
+    (``<hypernet:…>``) stay in the text.
     """
     trailing: list[str] = []
-    while match := _TRAILING_LORA_TAG.search(prompt):
-        trailing.insert(0, match.group(0).strip())
-        prompt = prompt[: match.start()]
-    inner = [m.group(0) for m in _LORA_TAG.finditer(prompt)]
-    if inner:
-        prompt = re.sub(r"<lora:[^<>]*>(?:\s*,)?[ \t]*", "", prompt)
+    if exact_trailing:
+        while match := _TRAILING_LORA_TAG.search(prompt):
+            trailing.insert(0, match.group(0).strip())
+            prompt = prompt[: match.start()]
+    inner: list[str] = []
+    while match := _LORA_TAG.search(prompt):
+        inner.append(match.group(0))
+        prompt = _without(prompt, match.start(), match.end())
     loras = [_lora_ref(tag) for tag in inner + trailing]
     seen: set[str] = set()
     for ref in loras:
@@ -347,6 +383,22 @@ def _take_lora_tags(prompt: str) -> tuple[str, list[LoraRef]]:
             raise MetadataError("metadata.duplicate_lora", name=ref.name)
         seen.add(ref.name.lower())
     return prompt.strip(), loras
+
+
+def _without(text: str, start: int, end: int) -> str:
+    """``text`` without ``text[start:end]`` (a tag that is one item of a comma-separated
+    list), keeping exactly one separator between what was left and right of it."""
+    left, right = text[:start].rstrip(_BLANKS), text[end:].lstrip(_BLANKS)
+    at_start = not left or left.endswith("\n")
+    at_end = not right or right.startswith("\n")
+    if at_start:  # "<tag>, a cat": the comma after it goes; a line of its own goes whole
+        right = right[1:].lstrip(_BLANKS) if right.startswith(",") else right
+        return left + (right[1:] if left and right.startswith("\n") else right)
+    if at_end:  # "a cat, <tag>"
+        return left.removesuffix(",").rstrip(_BLANKS) + right
+    if right.startswith(","):  # "a, <tag>, b" keeps one comma; "a <tag>, b" keeps its own
+        return f"{left} {right[1:].lstrip(_BLANKS)}" if left.endswith(",") else left + right
+    return f"{left} {right}"
 
 
 def _lora_ref(tag: str) -> LoraRef:
@@ -415,17 +467,9 @@ def _check_range(key: str, text: str, value: float, range_name: str) -> None:
 def _build(params: dict[str, str], prompt: str, negative: str | None, loras: list[LoraRef]) -> ParsedInfotext:
     pairs = _Pairs(params)
     steps = pairs.integer("Steps", "steps")
-    sampler = None
-    sampler_text = pairs.text("Sampler")
-    if sampler_text is not None:
-        schedule = pairs.text("Schedule type")
-        if schedule is not None and schedule.strip().lower() not in {s.lower() for s in SCHEDULES}:
-            raise MetadataError("metadata.unknown_schedule", value=schedule, known=list(SCHEDULES))
-        try:
-            sampler = from_infotext(sampler_text, schedule).name
-        except RequestError as exc:
-            raise MetadataError("metadata.unknown_sampler", value=exc.params.get("value", sampler_text),
-                                known=exc.params.get("known", [])) from None
+    not_followed: set[str] = set()  # pairs read whose meaning Brushwork cannot run
+    sampler_text, schedule = pairs.text("Sampler"), pairs.text("Schedule type")
+    sampler = _sampler(sampler_text, schedule, not_followed)
     cfg = pairs.number("CFG scale", "cfg")
     seed = pairs.integer("Seed", "seed")
     width = height = None
@@ -443,8 +487,14 @@ def _build(params: dict[str, str], prompt: str, negative: str | None, loras: lis
     tile = _tiling(pairs)
     image = pairs.text("Init image")
     hires, hires_upscaler = _hires(pairs, width, height, img2img=image is not None)
+    if hires_upscaler is not None and hires_upscaler.strip().lower() != HIRES_UPSCALER.lower():
+        not_followed.add("Hires upscaler")  # Brushwork's hires pass resizes the image with Lanczos
     lora_hashes = _parse_lora_hashes(pairs.text("Lora hashes"))
     version = pairs.text("Version")
+    base = {"prompt": prompt, "negative": negative or "", "sampler": sampler_text or "",
+            "schedule": schedule or AUTOMATIC, "cfg": "" if cfg is None else format_number(cfg),
+            "model": model_name or ""}
+    unreproduced = _unreproduced(params, pairs.used - not_followed, not_followed, base)
 
     try:
         request = Request(
@@ -458,7 +508,49 @@ def _build(params: dict[str, str], prompt: str, negative: str | None, loras: lis
         raise MetadataError("metadata.invalid", detail=exc.message()) from None
     return ParsedInfotext(request=request, model_hash=model_hash, model_name=model_name,
                           lora_hashes=lora_hashes, extra=pairs.leftovers(), version=version,
-                          hires_upscaler=hires_upscaler)
+                          hires_upscaler=hires_upscaler, unreproduced=unreproduced)
+
+
+def _sampler(text: str | None, schedule: str | None, not_followed: set[str]) -> str | None:
+    """The Brushwork sampler for A1111's ``Sampler`` and ``Schedule type``; ``None`` (and the
+    keys that cannot be followed added to ``not_followed``) when diffusers has no such pair."""
+    named_schedule = schedule is not None and (find_schedule(schedule) or _UNKNOWN).name != AUTOMATIC
+    if text is None:
+        if named_schedule:
+            not_followed.add("Schedule type")
+        return None
+    try:
+        find_sampler(text)
+    except RequestError:
+        not_followed.add("Sampler")
+        if named_schedule:
+            not_followed.add("Schedule type")
+        return None
+    try:
+        return from_infotext(text, schedule).name
+    except RequestError:  # a sampler diffusers has, on a schedule it cannot run it with
+        not_followed.add("Schedule type")
+        return None
+
+
+def _unreproduced(params: Mapping[str, str], used: set[str], not_followed: set[str],
+                  base: Mapping[str, str]) -> dict[str, str]:
+    """The pairs an image made from the parsed request would not follow, in the order written."""
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        if key not in not_followed and (key in used or key in NO_EFFECT_KEYS or not value.strip()):
+            continue
+        lowered, plain = key.lower(), value.strip().lower()
+        if key not in not_followed:
+            if lowered == "emphasis" and plain == "original":  # A1111's default, and Brushwork's weighting
+                continue
+            same_as = _SAME_AS_BASE.get(lowered)
+            if same_as is not None and (plain.startswith("use same") or plain == base[same_as].strip().lower()
+                                        or (same_as == "cfg" and _FLOAT.match(plain) and base["cfg"]
+                                            and float(plain) == float(base["cfg"]))):
+                continue  # the hires pass as Brushwork runs it: the base pass's settings
+        out[key] = value
+    return out
 
 
 def _size(key: str, text: str) -> tuple[int, int]:
@@ -488,11 +580,14 @@ def _hires(pairs: _Pairs, width: int | None, height: int | None, *,
     if "Hires upscale" in pairs.params:
         scale = pairs.number("Hires upscale", "hires_scale")
     elif "Hires resize" in pairs.params:
-        scale = _resize_scale(pairs.text("Hires resize"), width, height)
+        scale = _resize_scale(pairs.params["Hires resize"], width, height)
+        pairs.used.add("Hires resize")
     elif img2img:
         scale = IMAGE_SCALE
     else:
         return None, None  # Denoising strength without hires is A1111 img2img's (no source): it stays in extra
+    if scale is None:  # pragma: no cover - the key is there, so number() returned a value or raised
+        return None, None
     steps = pairs.integer("Hires steps", "hires_steps", zero_is_unset=True)  # 0: as many as the base pass
     strength = pairs.number("Denoising strength", "strength")
     return Hires(scale=scale, steps=steps, strength=strength), pairs.text("Hires upscaler")
@@ -545,9 +640,7 @@ def read_recipe(source: bytes | str | os.PathLike | BinaryIO) -> Recipe:
     if BRUSHWORK_KEY in texts:
         return _brushwork_recipe(texts[BRUSHWORK_KEY], infotext_text)
     if infotext_text is not None and infotext_text.strip():
-        parsed = parse_infotext(infotext_text)
-        return Recipe(request=parsed.request, infotext=infotext_text, model_hash=parsed.model_hash,
-                      lora_hashes=parsed.lora_hashes, origin="a1111", version=parsed.version)
+        return _a1111_recipe(infotext_text)
     raise MetadataError("metadata.missing")
 
 
@@ -619,7 +712,7 @@ def _exif_recipe(stream: BinaryIO) -> Recipe:
             kind = image.format or "?"
             comment = image.getexif().get_ifd(EXIF_IFD).get(USER_COMMENT) if kind in EXIF_FORMATS else None
     except Image.DecompressionBombError as exc:  # Pillow's limit, checked on opening the header
-        raise MetadataError("metadata.too_many_pixels", limit=Image.MAX_IMAGE_PIXELS * 2) from exc
+        raise MetadataError("metadata.too_many_pixels", limit=_pixel_limit()) from exc
     except (UnidentifiedImageError, SyntaxError, OSError, ValueError, EOFError, struct.error):
         raise MetadataError("metadata.not_image") from None
     if kind not in EXIF_FORMATS:
@@ -627,9 +720,14 @@ def _exif_recipe(stream: BinaryIO) -> Recipe:
     text = _user_comment(comment) if comment else None
     if not text or not text.strip():
         raise MetadataError("metadata.missing_exif", format=kind)
+    return _a1111_recipe(text)
+
+
+def _a1111_recipe(text: str) -> Recipe:
     parsed = parse_infotext(text)
     return Recipe(request=parsed.request, infotext=text, model_hash=parsed.model_hash,
-                  lora_hashes=parsed.lora_hashes, origin="a1111", version=parsed.version)
+                  lora_hashes=parsed.lora_hashes, origin="a1111", version=parsed.version,
+                  model_name=parsed.model_name, unreproduced=parsed.unreproduced)
 
 
 def _user_comment(value: bytes | str) -> str:
@@ -721,9 +819,15 @@ def _check_with_pillow(stream: BinaryIO) -> None:
     except Image.DecompressionBombError as exc:
         width, height = _ihdr_size(stream)
         raise MetadataError("metadata.too_large", width=width, height=height,
-                            limit=Image.MAX_IMAGE_PIXELS * 2) from exc
+                            limit=_pixel_limit()) from exc
     except (UnidentifiedImageError, SyntaxError, OSError, ValueError, EOFError, struct.error):
         raise MetadataError("metadata.unreadable_png") from None
+
+
+def _pixel_limit() -> int | str:
+    """Where Pillow's decompression-bomb error starts (twice its warning limit)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    return "?" if limit is None else limit * 2
 
 
 def _ihdr_size(stream: BinaryIO) -> tuple[int, int]:

@@ -328,6 +328,9 @@ def test_new_split_form_with_hires_lora_hashes_and_unknown_keys():
     assert parsed.lora_hashes == {"neon_v2": "7c6bad76eb54"}
     assert parsed.extra == {"ADetailer model": "face_yolov8n.pt", "ADetailer prompt": "smile, blush",
                             "TI hashes": "easynegative: c74b4e810b03", "Emphasis": "Original"}
+    assert parsed.unreproduced == {  # Emphasis: Original is how Brushwork weighs prompts too
+        "ADetailer model": "face_yolov8n.pt", "ADetailer prompt": "smile, blush", "Hires upscaler": "R-ESRGAN 4x+",
+        "TI hashes": "easynegative: c74b4e810b03"}
 
 
 @pytest.mark.parametrize(("sampler", "schedule", "name"), [
@@ -340,6 +343,88 @@ def test_current_a1111_schedule_types_read_and_write_back(sampler, schedule, nam
                             "Seed: 1, Size: 512x512, Model: tiny")
     assert parsed.request.sampler == name and parsed.extra == {}
     assert f"Sampler: {sampler}, Schedule type: {schedule}, " in text_of(parsed.request)
+
+
+CURRENT_A1111 = (
+    "a lighthouse, <lora:glow:0.8>, stormy sea\n"
+    "Negative prompt: blurry\n"
+    "Steps: 30, Sampler: Restart, Schedule type: Align Your Steps, CFG scale: 6, Seed: 77, Size: 512x768, "
+    "Model hash: 6ce0161689, Model: dreamshaper_8, Denoising strength: 0.45, ENSD: 31337, Eta: 0.67, RNG: NV, "
+    "Token merging ratio: 0.3, Hires prompt: \"a lighthouse, detailed\", Hires upscale: 2, Hires steps: 10, "
+    "Hires upscaler: Latent, Hires sampler: DPM++ 2M, Hires schedule type: Karras, Hires CFG Scale: 5, "
+    "Emphasis: Original, Version: v1.10.1"
+)
+
+
+def test_what_cannot_be_reproduced_is_read_and_named_never_refused():
+    parsed = parse_infotext(CURRENT_A1111)
+    request = parsed.request
+    assert request.prompt == "a lighthouse, stormy sea" and request.negative_prompt == "blurry"
+    assert request.loras == (LoraRef("glow", 0.8),)
+    assert (request.steps, request.cfg, request.seed, request.width, request.height) == (30, 6.0, 77, 512, 768)
+    assert request.model == "dreamshaper_8" and request.hires == Hires(scale=2.0, steps=10, strength=0.45)
+    assert request.sampler is None  # diffusers has no Restart sampler: the reader says so, nothing is made up
+    assert list(parsed.unreproduced.items()) == [
+        ("Sampler", "Restart"), ("Schedule type", "Align Your Steps"), ("ENSD", "31337"), ("Eta", "0.67"),
+        ("RNG", "NV"), ("Token merging ratio", "0.3"), ("Hires prompt", "a lighthouse, detailed"),
+        ("Hires upscaler", "Latent"), ("Hires sampler", "DPM++ 2M"), ("Hires schedule type", "Karras"),
+        ("Hires CFG Scale", "5"),
+    ]
+
+
+def test_hires_settings_equal_to_the_base_pass_are_reproduced():
+    parsed = parse_infotext(
+        "a cat\nSteps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 1, Size: 512x512, "
+        "Denoising strength: 0.5, Hires upscale: 2, Hires upscaler: Lanczos, Hires sampler: Use same sampler, "
+        "Hires schedule type: Karras, Hires CFG scale: 7.0, Hires prompt: a cat, Hires checkpoint: Use same checkpoint, "
+        "Batch size: 4, Batch pos: 2, RNG: CPU, Emphasis: Original")
+    assert parsed.request.sampler == "DPM++ 2M Karras" and parsed.unreproduced == {}
+
+
+@pytest.mark.parametrize(("sampler", "schedule", "named"), [
+    ("DDIM", "Karras", {"Schedule type": "Karras"}),  # diffusers' DDIM has no Karras sigmas
+    ("Euler", "KL Optimal", {"Schedule type": "KL Optimal"}),
+    ("DPM fast", "Automatic", {"Sampler": "DPM fast"}),
+    ("LCM", "Karras", {"Sampler": "LCM", "Schedule type": "Karras"}),
+])
+def test_sampler_and_schedule_pairs_diffusers_lacks(sampler, schedule, named):
+    parsed = parse_infotext(f"a\nSteps: 20, Sampler: {sampler}, Schedule type: {schedule}, CFG scale: 7, Seed: 1")
+    assert parsed.request.sampler is None and parsed.unreproduced == named
+
+
+def test_a1111_recipe_names_what_is_not_reproduced(tmp_path):
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", CURRENT_A1111)
+    path = tmp_path / "a1111.png"
+    Image.new("RGB", (8, 8)).save(path, pnginfo=info)
+    recipe = read_recipe(path)
+    assert recipe.unreproduced["Sampler"] == "Restart" and recipe.model_name == "dreamshaper_8"
+    assert recipe.with_model("tiny").request.model == "tiny"
+    assert read_recipe(small_png(request=make_request())).unreproduced == {}
+
+
+@pytest.mark.parametrize(("prompt", "expected"), [
+    ("a cat, <lora:x:0.8>, red", "a cat, red"),
+    ("<lora:x:1> a cat", "a cat"),
+    ("a cat, <lora:x:1>", "a cat"),
+    ("a cat,<lora:x:1>", "a cat"),
+    ("<lora:x:1>, a cat", "a cat"),
+    ("a cat <lora:x:1>, red", "a cat, red"),
+    ("a <lora:x:1> b", "a b"),
+    ("a, <lora:x:1> <lora:y:1>, b", "a, b"),
+    ("a, <lora:x:1>,<lora:y:1>, b", "a, b"),
+    ("a cat,\n<lora:x:1>\nred", "a cat,\nred"),
+])
+def test_removing_a_lora_tag_leaves_no_dangling_comma(prompt, expected):
+    parsed = parse_infotext(f"{prompt}\nSteps: 20, Sampler: Euler, CFG scale: 7, Seed: 1, Version: v1.10.1")
+    assert parsed.request.prompt == expected
+    assert {ref.name for ref in parsed.request.loras or ()} <= {"x", "y"} and parsed.request.loras
+
+
+def test_brushworks_own_trailing_tags_come_off_exactly():
+    """Brushwork appends its tags after one space: a prompt ending in a comma keeps it."""
+    request = make_request(prompt="a crane,", loras=(LoraRef("ink", 1.0),))
+    assert parse_infotext(text_of(request)).request.prompt == "a crane,"
 
 
 def test_multi_line_prompt_and_negative():
@@ -392,10 +477,6 @@ PARAMS = "Steps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x512"
 @pytest.mark.parametrize(("text", "code", "named"), [
     ("a\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512*512", "metadata.bad_size", "512*512"),
     ("a\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 0x512", "metadata.out_of_range", "Size"),
-    ("a\nSteps: 20, Sampler: Restart, CFG scale: 7, Seed: 1", "metadata.unknown_sampler", "Restart"),
-    ("a\nSteps: 20, Sampler: DDIM, Schedule type: Karras, CFG scale: 7", "metadata.unknown_sampler", "DDIM Karras"),
-    ("a\nSteps: 20, Sampler: Euler, Schedule type: KL Optimal, Seed: 1", "metadata.unknown_schedule",
-     "KL Optimal"),
     ("a\nSteps: twenty, Sampler: Euler a, CFG scale: 7", "metadata.not_an_integer", "twenty"),
     ("a\nSteps: 500, Sampler: Euler a, CFG scale: 7", "metadata.out_of_range", "500"),
     ("a\nSteps: 20, Sampler: Euler a, CFG scale: nan", "metadata.not_a_number", "nan"),
@@ -492,6 +573,7 @@ def test_a1111_png_falls_back_to_parameters(tmp_path):
                             model="anything-v5", loras=(LoraRef("ink", 0.6),)),
             infotext=info.chunks[0][1].split(b"\0", 1)[1].decode("latin-1"),
             model_hash="abc", lora_hashes={"ink": "123"}, origin="a1111", version="v1.9.4",
+            model_name="anything-v5",
         )
         if hasattr(source, "close"):
             source.close()
