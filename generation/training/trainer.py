@@ -489,7 +489,33 @@ class LoraTrainer:
 
 
 class _Prepared:
-    """Everything a chunk needs in memory: model copies, caches, optimizer, generator."""
+    """Everything a chunk needs in memory: model copies, caches, optimizer, generator.
+
+    The diffusers/transformers modules are ``Any``, as the pipelines they come from are
+    (:class:`LoadedModel`): their annotations do not describe how they are called here.
+    """
+
+    model: LoadedModel
+    device: torch.device
+    input_dtype: torch.dtype  # what the UNet (and a trained text encoder) take in
+    autocast_dtype: torch.dtype | None  # None: no mixed precision
+    unet: Any  # a private copy of the pipeline's UNet, with the LoRA adapter
+    text_encoder: Any | None  # a private copy with an adapter, or None: the text encoder stays frozen
+    noise_scheduler: Any  # a DDPMScheduler
+    train_timesteps: int
+    prediction_type: str
+    optimizer: torch.optim.AdamW
+    scaler: torch.amp.GradScaler | None  # fp16 only
+    generator: torch.Generator  # CPU: every random draw of the run
+    tokenizer: Any
+    frozen_text_encoder: Any  # the shared pipeline's (read-only)
+    texts: list[str]  # the items' captions (trigger word first)
+    sampler: BucketSampler
+    latents: list[torch.Tensor]  # one per item, in its bucket's size
+    resolution: int
+    family: str | None
+    _embeddings: dict[str, torch.Tensor]  # caption → encoding, when the text encoder is frozen
+    _pipe: Any  # the preview pipeline, made on the first draw
 
     def __init__(self) -> None:
         self.params: list[tuple[str, torch.nn.Parameter]] = []
@@ -515,25 +541,30 @@ class _Prepared:
         checkpointing = config.gradient_checkpointing if config.gradient_checkpointing is not None else cuda
         pipe = model.txt2img
         with quiet_libraries():
-            from diffusers import DDPMScheduler
+            # diffusers' top-level names are lazy, not re-exports a type checker sees: the defining modules
+            from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
             from peft import LoraConfig
 
             self.unet = _private_copy(pipe.unet, self.device, weight_dtype)
             with torch.random.fork_rng(devices=[]):  # the LoRA's initial A matrices come from the seed
                 torch.manual_seed(config.seed)
-                self.unet.add_adapter(LoraConfig(r=config.rank, lora_alpha=config.alpha, init_lora_weights=True,
-                                                 target_modules=list(UNET_TARGETS)), adapter_name=ADAPTER)
+                # (peft annotates lora_alpha as int; a float alpha is used as it is)
+                self.unet.add_adapter(LoraConfig(r=config.rank,
+                                                 lora_alpha=config.alpha,  # pyright: ignore[reportArgumentType]
+                                                 init_lora_weights=True, target_modules=list(UNET_TARGETS)),
+                                      adapter_name=ADAPTER)
             self.text_encoder = None
             if config.train_text_encoder:
                 from peft import inject_adapter_in_model
 
-                self.text_encoder = _private_copy(pipe.text_encoder, self.device, weight_dtype)
+                text_encoder = self.text_encoder = _private_copy(pipe.text_encoder, self.device, weight_dtype)
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(config.seed + 1)
-                    inject_adapter_in_model(LoraConfig(r=config.rank, lora_alpha=config.alpha,
+                    inject_adapter_in_model(LoraConfig(r=config.rank,
+                                                       lora_alpha=config.alpha,  # pyright: ignore[reportArgumentType]
                                                        init_lora_weights=True,
                                                        target_modules=list(TEXT_ENCODER_TARGETS)),
-                                            self.text_encoder, adapter_name=ADAPTER)
+                                            text_encoder, adapter_name=ADAPTER)
             self.noise_scheduler = DDPMScheduler.from_config(
                 {k: v for k, v in model.scheduler_config.items() if not k.startswith("_")})
         self.train_timesteps = int(self.noise_scheduler.config.num_train_timesteps)
@@ -566,13 +597,13 @@ class _Prepared:
         self.sampler = BucketSampler(item_buckets, batch_size=config.batch_size, seed=config.seed,
                                      **trainer._sampler_state)
         self.latents = _encode_images(pipe.vae, [image for image, _ in trainer.items], item_buckets, self.device)
-        self._embeddings: dict[str, torch.Tensor] = {}
+        self._embeddings = {}
         if self.text_encoder is None:
             for text in sorted({*self.texts, ""}):
                 self._embeddings[text] = self._run_text_encoder(self.frozen_text_encoder, [text]).detach()
         self.resolution = config.resolution
         self.family = trainer.family
-        self._pipe: Any = None
+        self._pipe = None
         if trainer.checkpoint_path.is_file() and trainer.step > 0:
             trainer._restore(self)
         return self
@@ -604,13 +635,16 @@ class _Prepared:
         model = self.model
         if self._pipe is None:
             with quiet_libraries():
-                from diffusers import StableDiffusionPipeline
+                from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
+                    StableDiffusionPipeline,
+                )
 
                 pipe = model.txt2img
                 self._pipe = StableDiffusionPipeline(
                     vae=pipe.vae, text_encoder=self.text_encoder or pipe.text_encoder, tokenizer=pipe.tokenizer,
                     unet=self.unet, scheduler=make_scheduler(SAMPLE_SAMPLER, model.scheduler_config),
-                    safety_checker=None, feature_extractor=None,
+                    # (diffusers types these two optional components as required)
+                    safety_checker=None, feature_extractor=None,  # pyright: ignore[reportArgumentType]
                     requires_safety_checker=False)
                 self._pipe.set_progress_bar_config(disable=True)
         pipe = self._pipe
