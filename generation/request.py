@@ -479,6 +479,8 @@ def resolve(
     r = request if merged is None else replace(merged, prompt=request.prompt).merged(request)
     if not r.prompt:
         raise RequestError("request.empty_prompt")
+    if r.chaos is not None and r.count < 2:  # --n may come from the defaults, so only now is it known
+        raise RequestError("request.chaos_needs_n")
     notes: list[Note] = []
 
     steps = r.steps if r.steps is not None else profile.default_steps

@@ -424,6 +424,22 @@ def test_a_prompt_of_invisible_characters_is_empty_everywhere(invisible):
     assert info.value.code == "request.empty_prompt"
 
 
+def test_chaos_without_several_images_is_refused_when_resolved():
+    tiny = PROFILES["tiny"]
+    with pytest.raises(RequestError) as info:
+        resolve(parse("a cat --chaos 50"), tiny, model="tiny")
+    assert info.value.code == "request.chaos_needs_n"
+    assert info.value.message() == "--chaos spreads several images apart; use it with --n 2 to 4."
+    assert info.value.message("zh-CN") == "--chaos 用于让多张图片彼此拉开差异；请与 --n 2 到 4 一起使用。"
+    assert info.value.message() == _error("a cat --chaos 50 --n 1").message()
+    with pytest.raises(RequestError) as info:  # chaos from the defaults, too
+        resolve(parse("a cat"), tiny, model="tiny", defaults=[parse_defaults("--chaos 50")])
+    assert info.value.code == "request.chaos_needs_n"
+    # the number of images may come from the defaults
+    resolved, _ = resolve(parse("a cat --chaos 50"), tiny, model="tiny", defaults=[parse_defaults("--n 3")])
+    assert (resolved.chaos, resolved.n, len(resolved.images())) == (50, 3, 3)
+
+
 def test_long_values_are_shortened_in_messages():
     with pytest.raises(RequestError) as info:
         parse("a cat --steps " + "x" * 1000)
