@@ -325,12 +325,20 @@ def file_info_card(recipe: FileRecipe, locale: str) -> InfoCard:
 T = TypeVar("T")
 
 
+#: Seconds before a failed edit is tried again (doubling while it keeps failing, up to the cap).
+EDIT_RETRY_S = 2.0
+EDIT_RETRY_MAX_S = 30.0
+
+
 class ThrottledEditor(Generic[T]):
     """Applies the newest submitted state, at most once per ``interval`` seconds.
 
     States submitted while an edit is in flight or the interval has not passed replace each
-    other: only the newest is applied (``wait_first``: the interval also runs from the start).  A failing edit is logged, never raised (a status
-    line is not worth a job).  :meth:`close` stops it, applying a pending state if asked.
+    other: only the newest is applied (``wait_first``: the interval also runs from the start).
+    A failing edit is logged, never raised (a status line is not worth a job), and tried again
+    later unless a newer state replaces it meanwhile (that one goes at the usual interval): the
+    same state after ``EDIT_RETRY_S`` seconds, doubling while it keeps failing (429s and 5xx pass).  :meth:`close` stops it, applying a
+    pending state if asked.
     """
 
     def __init__(self, apply: Callable[[T], Awaitable[None]], interval: float, *,
@@ -343,11 +351,13 @@ class ThrottledEditor(Generic[T]):
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         # wait_first: the message was just written (the acknowledgement): the first edit waits too.
-        self._last = clock() if wait_first else float("-inf")
+        self._next = clock() + interval if wait_first else float("-inf")
+        self._failures = 0  # consecutive failed edits
+        self._retry_at: float | None = None  # the pending state is a failed one, tried again then
         self.applied = 0
 
     def submit(self, state: T) -> None:
-        self._pending, self._has_pending = state, True
+        self._pending, self._has_pending, self._retry_at = state, True, None
         self._wake.set()
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="brushwork-status-editor")
@@ -355,24 +365,37 @@ class ThrottledEditor(Generic[T]):
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
-            wait = self._last + self.interval - self._clock()
-            if wait > 0:
-                await asyncio.sleep(wait)
             self._wake.clear()
-            if not self._has_pending:
-                continue
-            state, self._pending, self._has_pending = self._pending, None, False
-            await self._apply_one(state)
+            while self._has_pending:
+                wait = (self._next if self._retry_at is None else self._retry_at) - self._clock()
+                if wait > 0:  # a newer state may end a retry's wait: woken, the wait is worked out again
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), wait)
+                    self._wake.clear()
+                    continue
+                state, self._pending, self._has_pending = self._pending, None, False
+                self._retry_at = None
+                if not await self._apply_one(state) and not self._has_pending:  # nothing newer came meanwhile
+                    delay = min(EDIT_RETRY_MAX_S, EDIT_RETRY_S * 2 ** (self._failures - 1))
+                    self._pending, self._has_pending = state, True
+                    self._retry_at = self._clock() + delay
+                    log.info("the status edit is tried again in %.0f s", delay)
 
-    async def _apply_one(self, state: T) -> None:
-        self._last = self._clock()
+    async def _apply_one(self, state: T | None) -> bool:
+        now = self._clock()
         try:
             await self._apply(state)  # type: ignore[arg-type]
-            self.applied += 1
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.warning("a status edit failed", exc_info=True)
+            self._failures += 1
+            self._next = now + self.interval
+            log.warning("a status edit failed (%d in a row)", self._failures, exc_info=True)
+            return False
+        self._failures = 0
+        self._next = now + self.interval
+        self.applied += 1
+        return True
 
     async def close(self, *, flush: bool = False) -> None:
         task, self._task = self._task, None
@@ -382,7 +405,7 @@ class ThrottledEditor(Generic[T]):
                 await task
         if flush and self._has_pending:
             state, self._pending, self._has_pending = self._pending, None, False
-            await self._apply_one(state)  # type: ignore[arg-type]
+            await self._apply_one(state)
 
 
 __all__ = [

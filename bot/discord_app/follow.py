@@ -19,7 +19,7 @@ import asyncio
 import io
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +53,16 @@ NO_MENTIONS = discord.AllowedMentions.none()
 DELIVERY_GRACE_S = 10.0
 #: Webhook answers that mean "this interaction token is no longer usable".
 TOKEN_GONE = {(401, 50027), (404, 10015)}
+#: Seconds between tries of a job's final answer that failed on Discord's side (429, 5xx, network)
+#: after discord.py's own retries: three more tries within the same run, then the next start.
+DELIVERY_RETRY_S = (2.0, 10.0, 30.0)
+
+
+def transient(error: BaseException) -> bool:
+    """A failure worth trying again later: a rate limit, a Discord server error, the network."""
+    if isinstance(error, discord.HTTPException):
+        return error.status == 429 or error.status >= 500
+    return isinstance(error, OSError | asyncio.TimeoutError)
 
 
 def mention_only(user_id: int) -> discord.AllowedMentions:
@@ -122,10 +132,13 @@ class Outbox:
         try:
             channel = await self.channel()
             return await channel.send(content=text, **fields)
-        except (discord.Forbidden, discord.NotFound) as error:
+        except discord.HTTPException as error:
             log.warning("cannot post in channel %s for user %s (%s %s): trying a direct message",
                         self.ref.channel, self.ref.user, error.status, error.code)
-            return await self.direct(content, fields)
+            sent = await self.direct(content, fields)
+            if sent is None and transient(error):
+                raise  # nowhere reached, but the channel may take it later: the caller tries again
+            return sent
 
     async def direct(self, content: str | None, fields: dict[str, Any]) -> discord.Message | None:
         fields = {k: v for k, v in fields.items() if k in ("files", "file", "embed", "embeds")}
@@ -185,6 +198,21 @@ async def follow_events(handle: Any, editor: ThrottledEditor[Any], status_of: Ca
     return terminal
 
 
+async def deliver_with_retries(job_id: str, deliver: Callable[[], Awaitable[None]]) -> None:
+    """Run a job's final answer (``deliver``), trying again after ``DELIVERY_RETRY_S`` while it
+    fails on Discord's side; a failure that will not pass (403, a bug) ends it at once.  Each
+    step of an answer is safe to run twice (edits, and followers that remember what they sent)."""
+    for pause in (*DELIVERY_RETRY_S, None):
+        try:
+            await deliver()
+            return
+        except Exception as error:
+            if pause is None or not transient(error):
+                raise
+            log.warning("delivering the answer of job %s failed (%s); trying again in %.0f s", job_id, error, pause)
+            await asyncio.sleep(pause)
+
+
 class JobFollower:
     """Follows one job: status edits while it waits and runs, then its result or error."""
 
@@ -198,6 +226,11 @@ class JobFollower:
         self.outbox = Outbox(bot, ref)
         self._last_preview = float("-inf")
         self.delivering = False  # the job ended: its answer is being written
+        # What the answer's tries have done so far (a failed try is run again from there):
+        self._result: tuple[list[list[Upload]], str, list[Any]] | None = None
+        self._sent = 0  # messages of the result written
+        self._where: tuple[int | None, int] | None = None
+        self._placed: list[tuple[str, int, int]] = []
 
     @property
     def chat(self) -> ChatService:
@@ -218,6 +251,9 @@ class JobFollower:
                                                           wait_first=self.fresh)
         terminal = await follow_events(handle, editor, self._status)
         self.delivering = True
+        await deliver_with_retries(self.job_id, lambda: self._end(terminal))
+
+    async def _end(self, terminal: JobEvent | None) -> None:
         if isinstance(terminal, JobDone):
             await self.deliver(list(terminal.result or ()))
         elif isinstance(terminal, JobFailed):
@@ -247,32 +283,42 @@ class JobFollower:
 
     # ------------------------------------------------------------------ the end
     async def deliver(self, saved: list[SavedImage]) -> None:
+        """The result: screened, fitted, the first message, then the rest.  Run again after a
+        failure (:func:`deliver_with_retries`), it goes on where the last try stopped."""
         ref, locale = self.ref, self.ref.locale
-        verdicts = await asyncio.to_thread(self.chat.screen, saved, ref.to_dict())
-        shown = [item for item, verdict in zip(saved, verdicts, strict=True) if verdict.allowed]
-        withheld = len(saved) - len(shown)
-        groups, reencoded, unfit = await asyncio.to_thread(self._uploads, shown, ref.limit)
-        records = [item.record for item in shown]
-        notes = [translate("imagine.result.unfit", locale, id=public_id) for public_id in unfit]
-        content = results_text(self.head(), records, locale, withheld=withheld, reencoded=reencoded, notes=notes)
-        view = result_view(self.job_id, records, locale) if records else None
+        if self._result is None:
+            verdicts = await asyncio.to_thread(self.chat.screen, saved, ref.to_dict())
+            shown = [item for item, verdict in zip(saved, verdicts, strict=True) if verdict.allowed]
+            withheld = len(saved) - len(shown)
+            groups, reencoded, unfit = await asyncio.to_thread(self._uploads, shown, ref.limit)
+            records = [item.record for item in shown]
+            notes = [translate("imagine.result.unfit", locale, id=public_id) for public_id in unfit]
+            content = results_text(self.head(), records, locale, withheld=withheld, reencoded=reencoded,
+                                   notes=notes)
+            self._result = (groups, content, records)
+        groups, content, records = self._result
         owner = Scope(user_id=ref.user, guild_id=ref.guild)
         first = groups[0] if groups else []
-        if first and ref.message is not None:  # before the images show: a quick 🔁 on them finds them
-            await asyncio.to_thread(self.chat.attach_messages, _placements(first, ref.channel or 0, ref.message), owner)
-        where = await self._first_message(content, first, view)
-        placed: list[tuple[str, int, int]] = []
-        if where is not None and where != (ref.channel, ref.message):
-            placed += _placements(first, *where)
-        for group in groups[1:]:
+        if self._sent == 0:
+            if first and ref.message is not None:  # before the images show: a quick 🔁 on them finds them
+                await asyncio.to_thread(self.chat.attach_messages, _placements(first, ref.channel or 0, ref.message),
+                                        owner)
+            view = result_view(self.job_id, records, locale) if records else None
+            self._where = await self._first_message(content, first, view)
+            self._sent = 1
+            if self._where is not None and self._where != (ref.channel, ref.message):
+                self._placed += _placements(first, *self._where)
+        for index in range(self._sent, len(groups)):
+            group = groups[index]
             names = ", ".join(f"`{u.filename.rsplit('.', 1)[0]}`" for u in group)
             message = await self.outbox.followup(content=translate("imagine.result.continued", locale, ids=names),
                                                  files=_files(group), allowed_mentions=NO_MENTIONS)
+            self._sent = index + 1
             if message is not None:
-                placed += _placements(group, message.channel.id, message.id)
-        if placed:
-            await asyncio.to_thread(self.chat.attach_messages, placed, owner)
-        await self._finished(message=where[1] if where else None)
+                self._placed += _placements(group, message.channel.id, message.id)
+        if self._placed:
+            await asyncio.to_thread(self.chat.attach_messages, self._placed, owner)
+        await self._finished(message=self._where[1] if self._where else None)
 
     async def _first_message(self, content: str, uploads: Sequence[Upload],
                              view: discord.ui.View | None) -> tuple[int | None, int] | None:
@@ -294,6 +340,9 @@ class JobFollower:
             except discord.NotFound:  # the status message was deleted: the result comes as a new one
                 message = await self.outbox.followup(files=_files(uploads), **fields)
                 return (message.channel.id, message.id) if message is not None else None
+            except discord.HTTPException as error:  # 429/5xx after discord.py's retries: post it instead
+                log.warning("could not edit the status message of job %s (%s %s): posting the result",
+                            self.job_id, error.status, error.code)
         # The token expired: say so on the old message (best effort), post the result as a channel message.
         await self._quiet_edit(translate("imagine.status.results_below", ref.locale))
         message = await self.outbox.post(content=content, files=_files(uploads), view=view)

@@ -341,6 +341,31 @@ async def test_a_failing_edit_does_not_stop_the_editor():
     assert calls == [1, 2] and editor.applied == 1
 
 
+async def test_a_failed_edit_is_tried_again_unless_a_newer_state_replaced_it(monkeypatch):
+    """A 429/5xx on a status edit: the same state again a moment later (doubling while it keeps
+    failing), so a message is never left at an old status because one edit failed."""
+    from bot.discord_app import delivery
+
+    monkeypatch.setattr(delivery, "EDIT_RETRY_S", 0.01)
+    calls: list[int] = []
+    failing = {"left": 3}
+
+    async def apply(state: int) -> None:
+        calls.append(state)
+        if failing["left"]:
+            failing["left"] -= 1
+            raise RuntimeError("429 Too Many Requests")
+
+    editor: ThrottledEditor[int] = ThrottledEditor(apply, interval=0.0)
+    editor.submit(7)
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if editor.applied:
+            break
+    await editor.close()
+    assert calls == [7, 7, 7, 7] and editor.applied == 1
+
+
 def test_owed_jobs_are_the_unanswered_ones_of_one_reply_kind(container):
     from datetime import UTC, datetime, timedelta
 

@@ -250,6 +250,43 @@ async def test_serve_runs_the_bot_until_closed(fake_discord, tmp_path, tiny_engi
     assert fake_discord.sync_count == 1
 
 
+async def test_edits_that_keep_failing_do_not_lose_the_result(brushwork_bot, caplog, monkeypatch):
+    """429s on every edit of the status message (past discord.py's own retries): progress edits
+    are skipped, the result is posted in the channel instead; when the channel and the direct
+    message fail too, the answer is tried again within the same run."""
+    from bot.discord_app import follow
+
+    monkeypatch.setattr(follow, "DELIVERY_RETRY_S", (0.2, 0.2, 0.2))
+    h = brushwork_bot
+    fake, general = h.fake, h.world.general
+    edit = "/webhooks/{webhook_id}/{webhook_token}/messages/{message_id}"
+    with h.engine.held():
+        interaction = await h.imagine(h.world.alice, general, "stubborn --seed 5")
+        await fake.wait_for_response(interaction)
+        edits = fake.inject_fault("PATCH", edit, status=429, count=None, retry_after=0.01)
+    result = await fake.wait_for_message(lambda m: bool(m.attachments), channel=general, timeout=60)
+    assert result is not interaction.original and result.content.startswith(h.world.alice.mention)
+    assert read_recipe(result.attachments[0].data).request.seed == 5
+    assert result.custom_ids and result.custom_ids[-1].startswith("bw1:d:")
+    assert edits.hits >= 5 and "following follow job" not in caplog.text
+
+    # The channel and the direct message refuse once (a 503, which discord.py does not retry): tried again.
+    dm = fake.dm_channel(h.world.alice)
+    posts = "/channels/{channel_id}/messages"
+    with h.engine.held():
+        second = await h.imagine(h.world.alice, general, "more stubborn --seed 6")
+        await fake.wait_for_response(second)
+        fake.inject_fault("POST", posts, status=503, count=1, match={"channel_id": general.id})
+        fake.inject_fault("POST", posts, status=503, count=1, match={"channel_id": dm.id})
+    again = await fake.wait_for_message(lambda m: bool(m.attachments) and m is not result, timeout=90)
+    assert read_recipe(again.attachments[0].data).request.seed == 6
+    assert "trying again" in caplog.text
+    edits.remaining = 0
+    await h.bot.followers.wait(timeout=30)
+    with h.store_rows() as uow:
+        assert all(job.reply_ref["delivered"] for job in uow.jobs.list_by_status(JobStatus.DONE))
+
+
 async def test_a_deleted_status_message_still_gets_its_result(brushwork_bot):
     h = brushwork_bot
     with h.engine.held():
