@@ -521,6 +521,18 @@ class TrainOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class TrainingCheck:
+    """What :meth:`ServerLoras.check_training` found acceptable."""
+
+    name: str
+    model: str
+    family: str
+    config: TrainingConfig
+    dataset: DatasetRecord
+    images: tuple[DatasetImageRecord, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class TrainingStarted:
     lora: LoraRecord
     job_id: str
@@ -687,12 +699,10 @@ class LoraService:
         return self._hasher
 
     # -- training ------------------------------------------------------------------------
-    def train(self, scope: Scope, options: TrainOptions, *, can_manage: bool = False, channel_id: int | None = None,
-              reply_ref: dict[str, Any] | None = None) -> TrainingStarted:
-        """Check everything, reserve the name (a ``training`` row), snapshot the dataset and
-        queue a long job; returns at once.  Follow ``started.handle`` for progress."""
-        from bot.training_jobs import TrainingPayload, snapshot_dataset, training_submission
-
+    def check_training(self, scope: Scope, options: TrainOptions, *, can_manage: bool = False) -> TrainingCheck:
+        """Every refusal of :meth:`train` that only reads: the rights, the name, the model, the
+        settings, the dataset and the quota.  Front ends run it before they acknowledge publicly
+        (Discord's "thinking…"), so that these refusals stay private; :meth:`train` runs it again."""
         _require_manage(scope, can_manage)
         name = _check_name(options.name, "server_lora.bad_name")
         model = options.model or self._registry.default
@@ -712,8 +722,19 @@ class LoraService:
             raise ServerLoraError("server_dataset.empty", name=dataset.name)
         if count >= self.limits.max_loras:
             raise ServerLoraError("server_lora.too_many", count=count, limit=self.limits.max_loras)
-        new = NewLora(name=name, owner_id=scope.user_id, guild_id=scope.guild_id, base_model=spec.name,
-                      family=family, rank=config.rank, alpha=config.alpha, steps=config.steps,
+        return TrainingCheck(name=name, model=spec.name, family=family, config=config, dataset=dataset,
+                             images=tuple(images))
+
+    def train(self, scope: Scope, options: TrainOptions, *, can_manage: bool = False, channel_id: int | None = None,
+              reply_ref: dict[str, Any] | None = None) -> TrainingStarted:
+        """Check everything (:meth:`check_training`), reserve the name (a ``training`` row),
+        snapshot the dataset and queue a long job; returns at once.  Follow ``started.handle``."""
+        from bot.training_jobs import TrainingPayload, snapshot_dataset, training_submission
+
+        checked = self.check_training(scope, options, can_manage=can_manage)
+        name, config, dataset, images = checked.name, checked.config, checked.dataset, checked.images
+        new = NewLora(name=name, owner_id=scope.user_id, guild_id=scope.guild_id, base_model=checked.model,
+                      family=checked.family, rank=config.rank, alpha=config.alpha, steps=config.steps,
                       dataset_public_id=dataset.public_id, dataset_name=dataset.name, dataset_size=len(images),
                       trigger_words=(config.trigger_word,) if config.trigger_word else (),
                       settings={"training": config.to_dict()})
@@ -724,7 +745,7 @@ class LoraService:
         try:
             items = snapshot_dataset([(self._datasets.image_path(image), image.caption) for image in images],
                                      workdir)
-            payload = TrainingPayload(lora_id=lora.public_id, name=name, model=spec.name, config=config.to_dict(),
+            payload = TrainingPayload(lora_id=lora.public_id, name=name, model=checked.model, config=config.to_dict(),
                                       items=tuple(items), dataset_id=dataset.public_id, dataset_name=dataset.name,
                                       workdir=str(workdir))
             handle = self._queue().submit(training_submission(payload, scope, channel_id=channel_id,

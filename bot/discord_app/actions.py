@@ -159,12 +159,9 @@ class Actions:
 
     @staticmethod
     async def _privately(interaction: discord.Interaction, text: str) -> None:
-        """An ephemeral answer; a public "thinking…" sent before is removed first."""
-        if interaction.response.is_done():
-            try:
-                await interaction.delete_original_response()
-            except discord.HTTPException:
-                pass
+        """An ephemeral answer, or, after a public "thinking…", that message turned into the
+        answer: Discord gives the first follow-up of a defer the defer's visibility, and a
+        follow-up after the loading message was deleted fails (404 Unknown Message)."""
         await send(interaction, text)
 
     async def _checked(self, prepare: Callable[[Origin], Prepared], origin: Origin) -> Prepared:
@@ -412,10 +409,11 @@ class Actions:
         job_id = new_public_id()
         message = await self._say(channel, origin, ack_text(prepared, origin.locale, mention=mention),
                                   view=status_view(job_id, origin.locale))
-        if message is None:
-            return
+        if message is None:  # neither the channel nor a direct message took the acknowledgement:
+            return           # nothing was claimed, nothing is queued (the log says why)
+        # The job's answers go where its acknowledgement went: the channel, or the direct message.
         limit = guild.filesize_limit if guild is not None else 10 * 1024 * 1024
-        ref = ReplyRef(user=origin.user_id, channel=origin.channel_id, guild=origin.guild_id, locale=origin.locale,
+        ref = ReplyRef(user=origin.user_id, channel=message.channel.id, guild=origin.guild_id, locale=origin.locale,
                        via="channel", message=message.id, created=time.time(), limit=limit,
                        screened=prepared.screened)
 
@@ -429,19 +427,23 @@ class Actions:
         await self._submit(prepared, ref, refused, job_id)
 
     async def _say(self, channel: Any, origin: Origin, text: str, **fields: Any) -> discord.Message | None:
+        """A channel message mentioning the user; when the channel does not take it (even after
+        discord.py's retries), a direct message saying why it came there.  None: neither did."""
         try:
             return await channel.send(text[:2000], allowed_mentions=mention_only(origin.user_id), **fields)
         except discord.HTTPException as error:
             log.warning("cannot answer a reaction in channel %s (%s %s)", origin.channel_id, error.status, error.code)
-            await self._tell_privately(origin, text)
-            return None
+            why = "imagine.dm_fallback" if isinstance(error, discord.Forbidden) else "imagine.dm_fallback_error"
+            note = translate(why, origin.locale, channel=f"<#{origin.channel_id}>")
+            return await self._tell_privately(origin, f"{note}\n{text}", **fields)
 
-    async def _tell_privately(self, origin: Origin, text: str) -> None:
+    async def _tell_privately(self, origin: Origin, text: str, **fields: Any) -> discord.Message | None:
         try:
             user = self.bot.get_user(origin.user_id) or await self.bot.fetch_user(origin.user_id)
-            await user.send(text[:2000])
+            return await user.send(text[:2000], **fields)
         except discord.HTTPException as error:
             log.warning("could not reach user %s by direct message (%s %s)", origin.user_id, error.status, error.code)
+            return None
 
 
 def info_embed(card: InfoCard, locale: str) -> tuple[discord.Embed, list[discord.File]]:

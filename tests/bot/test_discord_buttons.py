@@ -245,6 +245,27 @@ async def test_reactions_reroll_upscale_and_vary(brushwork_bot):
     assert kinds == ["generate", "generate", "reroll", "upscale", "vary"]
 
 
+async def test_a_reroll_whose_channel_post_fails_is_queued_and_answered_by_dm(brushwork_bot):
+    """The channel does not take the "queued" message (a 503 discord.py does not retry): the
+    job is still queued and followed, its acknowledgement and result by direct message; never
+    a "queued" message for a job that does not exist."""
+    h = brushwork_bot
+    message = await result_of(h, prompt="a lone fox --seed 3")
+    fake, alice = h.fake, h.world.alice
+    fake.inject_fault("POST", "/channels/{channel_id}/messages", status=503, count=1,
+                      match={"channel_id": h.world.general.id})
+    await fake.react(alice, message, "🔁")
+    dm = fake.dm_channel(alice)
+    done = await fake.wait_for_message(lambda m: results(m) and "Reroll of" in m.content, channel=dm, timeout=60)
+    said = done.revisions[0].content  # the acknowledgement, before progress edits replaced it
+    assert f"<#{h.world.general.id}>" in said and "just now" in said and "Reroll of" in said
+    assert [recipe(done, i).prompt for i in range(len(results(done)))] == ["a lone fox"] * len(results(done))
+    await h.bot.followers.wait(timeout=60)
+    with h.store_rows() as uow:
+        rerolls = [job for job in uow.jobs.list_by_status("done") if job.kind.value == "reroll"]
+    assert len(rerolls) == 1 and rerolls[0].reply_ref["delivered"]
+
+
 async def test_info_reads_the_recipe_of_an_uploaded_image(brushwork_bot):
     """``/info file:`` — PNG Info in Discord: a Brushwork PNG, an A1111 text naming a model this
     bot lacks, a JPEG copy (EXIF), and files without a recipe, each answered privately."""
@@ -372,10 +393,18 @@ async def test_imagine_from_a_picture_you_upload(brushwork_bot):
     assert (kept.width, kept.height, kept.original_name) == (96, 64, "holiday.jpg")
     assert made is upload.original and not made.ephemeral  # the deferred message became the result
 
-    bad = await h.imagine(h.world.alice, h.world.general, "a castle", picture=("notes.png", b"just text"))
-    await h.fake.wait_until(lambda: bad.original is not None and bad.original.deleted, description="thinking removed")
-    await h.fake.wait_until(lambda: bad.followups, description="the reason")
-    assert bad.followups[0].ephemeral and "is not an image" in bad.followups[0].content
+    # A picture found bad after the public "thinking…" (its bytes are read after the defer):
+    # Discord gives the defer's first follow-up the defer's visibility, and a follow-up after the
+    # loading message was deleted fails (404), so "thinking…" itself becomes the reason.
+    bomb = io.BytesIO()
+    Image.new("L", (12_000, 12_000)).save(bomb, "PNG")  # 144 Mpx: over Pillow's bomb limit, tiny on disk
+    for name, data, reason in (("notes.png", b"just text", "is not an image"),
+                               ("bomb.png", bomb.getvalue(), "bomb.png")):
+        bad = await h.imagine(h.world.alice, h.world.general, "a castle", picture=(name, data))
+        await h.fake.wait_until(lambda bad=bad: bad.original is not None and not bad.original.loading,
+                                description=f"the reason {name} is refused")
+        assert not bad.original.deleted and reason in bad.original.content, bad.original.content
+        assert bad.original.components == [] and h.fake.internal_errors == []
 
     both = await h.imagine(h.world.alice, h.world.general, "a castle", image=ids_of(made)[0],
                            picture=("holiday.jpg", out.getvalue()))

@@ -816,10 +816,12 @@ class RestApi:
             and response.type == DEFERRED_CHANNEL_MESSAGE
             and original is not None
             and original.loading
-            and not original.deleted
         ):
             # Discord: the first followup after a "thinking" defer replaces the loading message,
-            # keeping the defer's ephemerality whatever the followup's flags say.
+            # keeping the defer's ephemerality whatever the followup's flags say -- and when the
+            # loading message was deleted first, there is nothing to replace: 404 Unknown Message.
+            if original.deleted:
+                raise errors.unknown_message()
             message = self._apply_edit(
                 original, {"attachments": [], **body}, files, limit=limit, via="followup"
             )

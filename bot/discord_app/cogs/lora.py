@@ -823,8 +823,10 @@ class Lora(commands.Cog):
             raise ServerLoraError("server_lora.not_allowed")
         options = TrainOptions(name=name, dataset=dataset, trigger_word=trigger_word, steps=steps, rank=rank,
                                learning_rate=learning_rate, resolution=resolution, model=base_model)
-        # Checking, snapshotting and queueing may take longer than Discord's 3 s: acknowledge first
-        # (publicly: this message becomes the training's), and keep the message's id for the job.
+        # The refusals that only read come first, privately (a public "thinking…" can only turn
+        # into a public answer); snapshotting and queueing may take longer than Discord's 3 s,
+        # so the public acknowledgement (it becomes the training's message) comes before them.
+        await asyncio.to_thread(self.loras.check_training, who.scope, options, can_manage=manage)
         response = await interaction.response.defer(thinking=True)
         message_id = getattr(response, "message_id", None)
         if message_id is None:
@@ -837,10 +839,8 @@ class Lora(commands.Cog):
         try:
             started = await asyncio.to_thread(self.loras.train, who.scope, options, can_manage=manage,
                                               channel_id=who.channel_id, reply_ref=ref)
-        except Exception as error:  # noqa: BLE001 - a refusal is private: the public "thinking…" goes
-            with contextlib.suppress(discord.HTTPException):
-                await interaction.delete_original_response()
-            await report_error(interaction, error)
+        except Exception as error:  # noqa: BLE001 - a late refusal (the dataset changed meanwhile, the
+            await report_error(interaction, error)  # queue filled up) replaces the public "thinking…"
             return
         head = TrainingHead.of_started(started)
         self.follow(started.job_id, ref, head, fresh=True)  # first: the job is queued whatever happens below
