@@ -29,7 +29,7 @@ from generation.version import VERSION
 if TYPE_CHECKING:
     from bot.container import Container
     from bot.services import GenerationPlan, SavedImage
-    from generation.queue import JobEvent, JobHandle
+    from generation.queue import JobEvent, JobHandle, JobQueue
 
 log = logging.getLogger("brushwork")
 
@@ -38,6 +38,19 @@ EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
 FAILURE_CODES = frozenset({"queue.internal", "queue.crashed", "queue.out_of_memory", "queue.worker_hung"})
 #: While another process's worker runs our job, how often to check that it is still alive.
 REMOTE_CHECK_S = 5.0
+#: Shared errors whose catalogue text speaks Discord ("in this server", "/history"): the
+#: command line says the same thing in its own words, from the same error data.  Discord
+#: keeps the catalogue's wording.
+CLI_TEXTS: dict[str, str] = {
+    "image.not_found": "No image `{id}` here. `brushwork history` lists your images and their ids.",
+    "image.start_not_found": "--image {id}: no image `{id}` here to start from. Use the id of one of your images "
+                             "(printed after each result, listed by `brushwork history`), or start from a file "
+                             "with --picture FILE.",
+    "grammar.missing_image": "{flag} needs the id of one of your images to start from, e.g. `{example}` (ids are "
+                             "printed after each result and listed by `brushwork history`).",
+    "request.bad_image_ref": "{flag} `{value}` is not an image id: ids are 8 letters and digits, e.g. `k3x9fq2a` "
+                             "(printed after each result and listed by `brushwork history`).",
+}
 
 
 class UsageError(Exception):
@@ -55,42 +68,81 @@ class _Parser(argparse.ArgumentParser):
 # ---------------------------------------------------------------------- output helpers
 
 
-def _duration(seconds: float | None) -> str:
+def say(error: BrushworkError) -> str:
+    """An error in the command line's words (:data:`CLI_TEXTS`), else in the catalogue's."""
+    template = CLI_TEXTS.get(error.code)
+    if template is not None:
+        try:
+            return template.format(**error.params)
+        except (KeyError, IndexError, ValueError):  # the error changed its data: its own text still says it
+            pass
+    return error.message()
+
+
+def place(position: int) -> int:
+    """A queued job's place in line as people and ``--json`` read it: 1 is next.  (The queue
+    counts the jobs that start before it: 0 is next.)"""
+    return position + 1
+
+
+def _duration(seconds: float | None, measured: bool = True) -> str:
+    """``measured`` False: the figure comes from defaults, not from runs on this machine."""
     if seconds is None:
         return "?"
-    if seconds < 90:
-        return f"{max(0, round(seconds))} s"
-    return f"{round(seconds / 60)} min"
+    text = f"{max(0, round(seconds))} s" if seconds < 90 else f"{round(seconds / 60)} min"
+    return text if measured else f"{text} (estimate)"
 
 
 class Progress:
-    """A job's events on stderr: its place in the queue, then a one-line progress bar.
+    """A job's events on stderr: its place in the queue, the model loading, then a one-line
+    progress bar.
 
-    The bar shows only on a terminal, or when forced; waiting behind other jobs is always
-    said (one line), since the command would otherwise look stuck.
+    The bar shows only on a terminal, or when forced; waiting behind other jobs and loading
+    the model are always said (one line each), since the command would otherwise look stuck.
+    ``model``: the job's model (its cost group); ``queue``: where its step rates are known.
     """
 
-    def __init__(self, stream: TextIO, enabled: bool) -> None:
+    def __init__(self, stream: TextIO, enabled: bool, *, model: str | None = None,
+                 queue: JobQueue | None = None) -> None:
         self.stream, self.enabled = stream, enabled
+        self.model, self.queue = model, queue
         self._last = 0.0
         self._said_position: int | None = None
+        self._stepped = False
 
     def __call__(self, event: JobEvent) -> None:
-        from generation.queue import JobProgress, JobQueued, JobRequeued, JobStalled
+        from generation.queue import JobProgress, JobQueued, JobRequeued, JobStalled, JobStarted
 
         if isinstance(event, JobQueued):
-            if event.position > 0 and event.position != self._said_position:
-                self._said_position = event.position
-                self.stream.write(f"job {event.job_id}: {event.position} job(s) ahead, done in about "
-                                  f"{_duration(event.eta_s)} (brushwork cancel {event.job_id} to drop it)\n")
+            where = place(event.position)
+            if where > 1 and where != self._said_position:
+                self._said_position = where
+                self.stream.write(f"job {event.job_id}: position {where} in the queue, done in about "
+                                  f"{_duration(event.eta_s, self._measured())} "
+                                  f"(brushwork cancel {event.job_id} to drop it)\n")
+                self.stream.flush()
+        elif isinstance(event, JobStarted):
+            if self.model and not self._stepped and self._model_loads():
+                self.stream.write(f"loading model {self.model} …\n")
                 self.stream.flush()
         elif isinstance(event, JobStalled):
             self.stream.write(f"\nwarning: the worker has not reported for {_duration(event.seconds)}; "
                               "it may be stuck\n")
         elif isinstance(event, JobRequeued):
             self.stream.write(f"\njob {event.job_id} went back to the queue ({event.reason})\n")
-        elif isinstance(event, JobProgress) and self.enabled:
-            self._bar(event)
+        elif isinstance(event, JobProgress):
+            self._stepped = True
+            if self.enabled:
+                self._bar(event)
+
+    def _measured(self) -> bool:
+        return self.queue is None or self.model is None or self.queue.rates.measured(self.model)
+
+    def _model_loads(self) -> bool:
+        """A worker of this process loads the model (it runs one job, in a fresh process), or
+        another process's worker does not have it loaded."""
+        queue = self.queue
+        return queue is None or queue.started or not queue.rates.loaded(self.model or "")
 
     def _bar(self, event) -> None:
         now = time.monotonic()
@@ -111,6 +163,11 @@ class Progress:
 def _print_notes(plan: GenerationPlan) -> None:
     for note in plan.notes:
         print(f"note: {note.message()}", file=sys.stderr)
+
+
+def _progress(container: Container, args: argparse.Namespace, model: str | None) -> Progress:
+    return Progress(sys.stderr, enabled=args.progress if args.progress is not None else sys.stderr.isatty(),
+                    model=model, queue=container.queue)
 
 
 def _print_saved(saved: Sequence[SavedImage], out: Path | None) -> None:
@@ -137,7 +194,7 @@ def _run_plan(container: Container, plan: GenerationPlan, args: argparse.Namespa
     from bot.jobs import plan_submission
 
     _print_notes(plan)
-    progress = Progress(sys.stderr, enabled=args.progress if args.progress is not None else sys.stderr.isatty())
+    progress = _progress(container, args, plan.request.model)
     handle = container.queue.submit(plan_submission(plan, _scope()))
     saved = _wait(container, handle, progress)
     _print_saved(saved, args.out)
@@ -210,7 +267,7 @@ def cmd_compare(container: Container, args: argparse.Namespace) -> int:
                                          vary2=args.vary2, values2=args.values2, model=args.model)
     for note in plan.notes:
         print(f"note: {note.message()}", file=sys.stderr)
-    progress = Progress(sys.stderr, enabled=args.progress if args.progress is not None else sys.stderr.isatty())
+    progress = _progress(container, args, plan.base.model)
     handle = container.queue.submit(compare_submission(plan, _scope()))
     saved = _wait(container, handle, progress)
     out = args.out if args.out is not None else container.settings.home / "comparisons"
@@ -316,17 +373,26 @@ def cmd_models(container: Container, _args: argparse.Namespace) -> int:
 
 
 def cmd_queue(container: Container, args: argparse.Namespace) -> int:
+    """Workers, then jobs in the order they will start.  ``position`` is the place in line, 1
+    next, in the table and in ``--json`` alike; an ETA from defaults (a model not run on this
+    machine yet, here or ahead) is marked an estimate (``eta_measured``: false)."""
     queue = container.queue
     views = queue.jobs()
     workers = [(status, alive) for status, alive in queue.workers_status() if alive or status.state == "hung"]
+    groups = {snap.job_id: snap.cost_group for snap in queue.store.active()}
+    measured: list[bool] = []
+    for view in views:  # running first, then in start order: an ETA includes the jobs before it
+        measured.append((not measured or measured[-1]) and queue.rates.measured(groups.get(view.job_id, "")))
     if args.json:
         print(json.dumps({
             "workers": [{"id": s.worker_id, "device": s.device, "state": s.state, "alive": alive,
                          "running": list(s.running)} for s, alive in workers],
-            "jobs": [{"id": v.job_id, "state": v.state.value, "position": v.position, "owner": v.owner,
+            "jobs": [{"id": v.job_id, "state": v.state.value,
+                      "position": None if v.position is None else place(v.position), "owner": v.owner,
                       "guild": v.guild, "kind": v.kind, "images": v.images, "progress": round(v.progress, 3),
-                      "eta_s": None if v.eta_s is None else round(v.eta_s, 1), "attempts": v.attempts,
-                      "cancel_requested": v.cancel_requested} for v in views],
+                      "eta_s": None if v.eta_s is None else round(v.eta_s, 1), "eta_measured": known,
+                      "attempts": v.attempts, "cancel_requested": v.cancel_requested}
+                     for v, known in zip(views, measured, strict=True)],
         }, ensure_ascii=False, indent=2))
         return EXIT_OK
     if not workers:
@@ -339,12 +405,12 @@ def cmd_queue(container: Container, args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"{'JOB':<10} {'STATE':<8} {'POS':>4}  {'OWNER':<20} {'SERVER':<20} {'KIND':<9} {'N':>2} "
           f"{'PROGRESS':>8}  ETA")
-    for view in views:
-        position = "-" if view.position is None else str(view.position + 1)
+    for view, known in zip(views, measured, strict=True):
+        position = "-" if view.position is None else str(place(view.position))
         state = "stopping" if view.cancel_requested else view.state.value
         guild = "-" if view.guild is None else str(view.guild)
         print(f"{view.job_id:<10} {state:<8} {position:>4}  {view.owner:<20} {guild:<20} {view.kind:<9} "
-              f"{view.images:>2} {view.progress:>8.0%}  {_duration(view.eta_s)}")
+              f"{view.images:>2} {view.progress:>8.0%}  {_duration(view.eta_s, known)}")
     return EXIT_OK
 
 
@@ -579,7 +645,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("queue", help="waiting and running jobs, with position, progress and ETA",
                        description="The shared job queue: workers, then running jobs, then waiting ones in the "
-                                   "order they will start (POS 1 is next).")
+                                   "order they will start (POS 1 is next; --json says \"position\": 1). ETAs come "
+                                   "from runs measured on this machine, a model's first load counted apart; "
+                                   "before a model has run here they are marked (estimate).")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_queue)
 
@@ -640,7 +708,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             container = build_container(load_settings(**overrides))
         return args.handler(container, args)
     except BrushworkError as exc:
-        print(f"brushwork: {exc.message()}", file=sys.stderr)
+        print(f"brushwork: {say(exc)}", file=sys.stderr)
         return EXIT_INTERNAL if exc.code in FAILURE_CODES else EXIT_USAGE
     except UsageError as exc:
         print(f"brushwork: {exc}", file=sys.stderr)

@@ -54,6 +54,7 @@ def test_generate_reroll_tweak_upscale_vary_show_in_subprocesses(home, tmp_path)
     out = tmp_path / "out"
     proc = run_cli(home, "generate", "一只猫 on a motorbike --seed 42 --n 2 --size 64x64 --steps 3 --no blurry",
                    "--out", str(out))
+    assert proc.stderr.startswith("loading model tiny …\n")  # said before step 1, even without a terminal
     rows = parse_lines(proc.stdout)
     assert [seed for _, seed, _ in rows] == [42, 43]
     for public_id, seed, path in rows:
@@ -272,3 +273,73 @@ def test_progress_bar_on_request(home, capsys):
     assert main(["generate", "a boat --seed 5 --size 64x64 --steps 3", "--progress"]) == 0
     err = capsys.readouterr().err
     assert "3/3" in err and "step 3/3" in err and err.endswith("\n")
+
+
+def test_loading_the_model_is_said_before_the_first_step(home, capsys):
+    assert main(["generate", "a boat --seed 5 --size 64x64 --steps 3", "--progress"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("loading model tiny …\n") and err.index("loading model") < err.index("step 1/3")
+
+
+def test_the_queued_line_numbers_places_like_the_queue_listing():
+    import io
+
+    from bot.cli import Progress
+    from generation.queue import JobQueued
+
+    stream = io.StringIO()
+    progress = Progress(stream, enabled=False)
+    progress(JobQueued("k3x9fq2a", position=0, eta_s=3.0))  # next in line: nothing to say
+    progress(JobQueued("k3x9fq2a", position=1, eta_s=12.0))
+    assert stream.getvalue() == ("job k3x9fq2a: position 2 in the queue, done in about 12 s "
+                                 "(brushwork cancel k3x9fq2a to drop it)\n")
+
+
+DISCORD_WORDS = ("server", "/history", "direct message", "discord", "channel")
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["generate", "a cat --image zzzzzzzz"],
+         "brushwork: --image zzzzzzzz: no image `zzzzzzzz` here to start from. Use the id of one of your images "
+         "(printed after each result, listed by `brushwork history`), or start from a file with --picture FILE.\n"),
+        (["generate", "a cat --image"],
+         "brushwork: --image needs the id of one of your images to start from, e.g. `--image k3x9fq2a` (ids are "
+         "printed after each result and listed by `brushwork history`).\n"),
+        (["generate", "a cat --image ../x"],
+         "brushwork: --image `../x` is not an image id: ids are 8 letters and digits, e.g. `k3x9fq2a` (printed "
+         "after each result and listed by `brushwork history`).\n"),
+        (["show", "zzzzzzzz"], "brushwork: No image `zzzzzzzz` here. `brushwork history` lists your images and "
+                               "their ids.\n"),
+    ],
+)
+def test_image_errors_speak_the_command_line_not_discord(home, capsys, argv, expected):
+    assert exit_code(argv) == 2
+    err = capsys.readouterr().err
+    assert err == expected
+    assert not any(word in err.lower() for word in DISCORD_WORDS)
+
+
+def test_a_missing_start_image_in_a_real_run_of_the_command(home):
+    proc = run_cli(home, "generate", "a cat --image zzzzzzzz", check=False)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("brushwork: --image zzzzzzzz: no image `zzzzzzzz` here to start from.")
+    assert "brushwork history" in proc.stderr
+    assert not any(word in proc.stderr.lower() for word in DISCORD_WORDS)
+
+
+def test_the_command_lines_words_carry_the_same_data_and_discord_keeps_its_own():
+    import re
+
+    from bot.cli import CLI_TEXTS
+    from generation.errors import ImageNotFound
+    from generation.i18n import register_catalogue, translate
+
+    register_catalogue("bot")
+    for code, template in CLI_TEXTS.items():
+        shared = translate(code)
+        assert shared != code, f"{code} is not in the catalogue"
+        assert set(re.findall(r"{(\w+)}", template)) <= set(re.findall(r"{(\w+)}", shared)), code
+        assert not any(word in template.lower() for word in DISCORD_WORDS), code
+    assert "in this server" in ImageNotFound("image.start_not_found", id="zzzzzzzz").message()  # Discord's words

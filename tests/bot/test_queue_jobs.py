@@ -166,11 +166,15 @@ def test_queue_and_cancel_commands(container, tmp_path, capsys, monkeypatch):
     assert main(["queue"]) == 0
     out = capsys.readouterr().out
     assert "none running" in out and waiting.job_id in out and other.job_id in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split()[0] in (waiting.job_id, other.job_id)}
+    assert [rows[waiting.job_id][2], rows[other.job_id][2]] == ["1", "2"]  # POS: 1 is next
+    assert all(line.endswith("(estimate)") for line in map(" ".join, rows.values()))  # nothing measured yet
     assert main(["queue", "--json"]) == 0
     import json
 
     listed = json.loads(capsys.readouterr().out)
-    assert [job["position"] for job in listed["jobs"]] == [0, 1]
+    assert [job["position"] for job in listed["jobs"]] == [1, 2]  # the same numbering as the table
+    assert [job["eta_measured"] for job in listed["jobs"]] == [False, False]
     assert main(["cancel", waiting.job_id.upper()]) == 0
     assert "cancelled" in capsys.readouterr().out
     assert waiting.status is JobState.CANCELLED
