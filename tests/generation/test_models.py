@@ -141,7 +141,9 @@ def test_hub_model_offline_says_what_to_do(monkeypatch, tmp_path):
     with pytest.raises(ModelError) as error:
         Engine(registry, device="cpu").load("ghost")
     assert error.value.code == "model.not_cached"
-    assert "huggingface-cli download brushwork-tests/no-such-model" in error.value.message()
+    message = error.value.message()
+    assert "`hf download brushwork-tests/no-such-model`" in message  # huggingface_hub ≥ 1.0 ships `hf`
+    assert "huggingface-cli" not in message and "huggingface-cli" not in error.value.message("zh-CN")
 
 
 def test_modelscope_without_the_extra_says_how_to_install():
@@ -190,6 +192,11 @@ def test_unloadable_single_file_is_a_model_error(tmp_path, monkeypatch):
     with pytest.raises(ModelError) as error:
         Engine(ModelRegistry([ModelSpec("broken", str(path))]), device="cpu").load("broken")
     assert error.value.code == "model.single_file_failed"
+    detail = error.value.params["detail"]
+    assert detail.endswith(".")  # diffusers' sentence: the template must not add a second period
+    for locale in ("en", "zh-CN"):
+        message = error.value.message(locale)
+        assert message.endswith(detail) and ".." not in message and "。." not in message and ".。" not in message
 
 
 # ---------------------------------------------------------------------- single-file checkpoints
