@@ -1,28 +1,41 @@
-"""LoRA files: export (diffusers and kohya/A1111 key names) and import checks.
+"""LoRA files: export (kohya/A1111 and diffusers key names) and import checks.
 
-**Export.** :func:`export_lora` writes a ``.safetensors`` in diffusers' key format — the
-format of diffusers' own training scripts (``unet.<module>.lora.down.weight`` /
-``.lora.up.weight``, ``text_encoder.<module>.lora_linear_layer.down.weight`` …, made by
-diffusers' ``convert_state_dict_to_diffusers``) — which ``pipe.load_lora_weights``, the
-engine's ``--lora name:w`` and ComfyUI read.  The scale ``alpha ÷ rank`` is **baked into
-the up matrices**: loaders that ignore alpha (diffusers given a bare state dict, as the
-engine does) then apply exactly what was trained.  The metadata (all strings, as
-safetensors requires) records the base model and its hash, rank, the training alpha,
-steps, dataset size, trigger words, resolution and the Brushwork version.
+**Export.** :func:`export_lora` writes a ``.safetensors`` with **kohya's key names** by
+default — ``lora_unet_<module path with "_">.lora_down.weight``, ``.lora_up.weight`` and a
+scalar ``.alpha`` per module (SD1/SD2 text encoder: ``lora_te_text_model_…``; SDXL:
+``lora_te1_``/``lora_te2_``), plus kohya's ``ss_*`` metadata.  That one file is the one
+Brushwork stores, applies (diffusers reads kohya names) and hashes for the image's ``Lora
+hashes``, and the one a user shares: AUTOMATIC1111, ComfyUI and diffusers all load it, so
+A1111 and CivitAI find it by the hash an image records.
 
-:func:`export_kohya` renames a diffusers-format file to kohya's names, which
-AUTOMATIC1111 and ComfyUI expect: ``lora_unet_<module path with "_">.lora_down.weight``,
-``.lora_up.weight`` and a scalar ``.alpha`` per module (SD1/SD2 text encoder:
-``lora_te_text_model_…``; SDXL: ``lora_te1_``/``lora_te2_``), plus kohya's ``ss_*``
-metadata.  kohya names replace dots by underscores, so reading them back needs the
-model's module names: :func:`module_table` and :func:`module_from_kohya` do that.
+``format="diffusers"`` writes diffusers' names instead, for diffusers/PEFT scripts that
+expect them; ComfyUI loads that file too, AUTOMATIC1111 does not (it reads kohya names
+only).  The names are the ones both diffusers and ComfyUI map: UNet attention projections
+in diffusers' attention-processor form (``unet.<block>.processor.to_q_lora.down.weight``,
+``….processor.to_out_lora.up.weight``: ComfyUI maps a diffusers UNet layer only with
+``processor.`` before ``to_q``/``to_k``/``to_v``/``to_out``), other UNet layers as
+``unet.<module>.lora.down.weight``, text encoders with CLIP's full path
+(``text_encoder.text_model.<module>.lora_linear_layer.down.weight``: ComfyUI wants
+``text_model.``, which transformers 5 dropped from the module names).
 
-**Import.** :func:`inspect_lora` judges an uploaded LoRA without running anything in it:
-pickled formats are refused by name and by content; the file size is capped; the
-safetensors header's length is checked before it is read, then its JSON (dtypes, shapes,
-offsets inside the file, no overlaps); key names must be diffusers/peft or kohya LoRA
-keys; every module must exist in the base model and every matrix shape must fit it (rank
-equal on both halves).  Only the few scalar ``alpha`` tensors are read; no weights are loaded.
+Either way the scale ``alpha ÷ rank`` is **baked into the up matrices** (kohya files say
+``alpha`` = rank): loaders that ignore alpha then apply exactly what was trained.  The
+metadata (all strings, as safetensors requires) records the base model and its hash, rank,
+the training alpha, steps, dataset size, trigger words, resolution and the Brushwork version.
+
+:func:`export_kohya` gives any LoRA file kohya's names: a diffusers-format file is renamed;
+a kohya file keeps its tensor bytes (only the metadata is rewritten), so its A1111 hash
+stays the same.  Reading kohya names back needs the model's module names (dots became
+underscores): :func:`module_table` and :func:`module_from_kohya` do that.
+
+**Import.** :func:`check_lora_file` reads the safetensors header only (no model needed):
+pickled formats are refused by name and by content; the file size is capped; the header's
+length is checked before it is read, then its JSON (dtypes, shapes, offsets inside the
+file, no overlaps); LoRA kinds Brushwork cannot apply (LyCORIS LoHa/LoKr, DoRA…) are
+refused by name.  :func:`inspect_lora` does that, then judges the keys against a base
+model: they must be diffusers/peft or kohya LoRA keys; every module must exist in the base
+model and every matrix shape must fit it (rank equal on both halves).  Only the few scalar
+``alpha`` tensors are read; no weights are loaded.
 """
 
 from __future__ import annotations
@@ -62,7 +75,27 @@ _KOHYA_SUFFIX = {".lora_down.weight": "down", ".lora_up.weight": "up", ".alpha":
 _DIFFUSERS_SUFFIX = {".lora_A.weight": "down", ".lora_B.weight": "up", ".lora.down.weight": "down",
                      ".lora.up.weight": "up", ".lora_linear_layer.down.weight": "down",
                      ".lora_linear_layer.up.weight": "up", ".alpha": "alpha"}
+# diffusers' attention-processor names: ``<block>.processor.to_q_lora.down.weight`` (to_out: ``to_out_lora``)
+_PROCESSOR_KEY = re.compile(r"^(?P<block>.+)\.processor\.(?P<proj>to_q|to_k|to_v|to_out)_lora\.(?P<kind>down|up)\.weight$")
+_PROJECTIONS = ("to_q", "to_k", "to_v", "to_out")
+FORMATS = ("kohya", "diffusers")
 _TABLE_KEY = "brushwork.lora_module_table"
+
+# LoRA kinds Brushwork cannot apply, each told by a key part only it has (LyCORIS', kohya's and
+# PEFT's names): inside the key, or at its end.  diffusers would refuse some with an obscure
+# error and quietly drop DoRA's magnitudes, so they are refused by name, from the header alone.
+_OTHER_KINDS_INSIDE = ((".hada_", "LyCORIS LoHa"), (".lokr_", "LyCORIS LoKr"), ("lora_magnitude_vector", "DoRA"),
+                       (".lora_mid.", "LoCon with CP decomposition (lora_mid)"), (".oft_", "OFT/BOFT"))
+_OTHER_KINDS_AT_END = ((".dora_scale", "DoRA"), (".on_input", "LyCORIS (IA)³"), (".a1.weight", "LyCORIS GLoRA"),
+                       (".b1.weight", "LyCORIS GLoRA"), (".diff", "LyCORIS full (weight difference)"),
+                       (".diff_b", "LyCORIS full (weight difference)"), (".w_norm", "LyCORIS norm"),
+                       (".b_norm", "LyCORIS norm"))
+
+
+def other_lora_kind(key: str) -> str | None:
+    """The kind of LoRA Brushwork cannot apply that ``key`` belongs to (``"LyCORIS LoHa"``…), or None."""
+    return next((kind for part, kind in _OTHER_KINDS_INSIDE if part in key), None) or next(
+        (kind for part, kind in _OTHER_KINDS_AT_END if key.endswith(part)), None)
 
 
 # ---------------------------------------------------------------------- weights and export
@@ -81,11 +114,13 @@ class LoraWeights:
 
 
 def export_lora(source: Any, path: str | os.PathLike[str], metadata: Mapping[str, Any] | None = None, *,
-                dtype: str = "float32") -> Path:
+                dtype: str = "float32", format: str = "kohya") -> Path:
     """Write ``source`` (a :class:`LoraWeights`, or anything with ``lora_weights()`` such as a
-    :class:`~generation.training.trainer.LoraTrainer`) to ``path`` in diffusers' format.
+    :class:`~generation.training.trainer.LoraTrainer`) to ``path``.
 
-    ``metadata`` is added to the trainer's own (values become strings; lists and dicts
+    ``format``: ``kohya`` (the default: AUTOMATIC1111, ComfyUI and diffusers load it) or
+    ``diffusers`` (diffusers' names, for diffusers/PEFT scripts; ComfyUI loads it, A1111 does
+    not).  ``metadata`` is added to the trainer's own (values become strings; lists and dicts
     JSON).  The file is written atomically.  ``dtype``: ``float32`` or ``float16``.
     """
     import torch
@@ -93,49 +128,69 @@ def export_lora(source: Any, path: str | os.PathLike[str], metadata: Mapping[str
     weights: LoraWeights = source.lora_weights() if hasattr(source, "lora_weights") else source
     if dtype not in ("float32", "float16"):
         raise ValueError("dtype must be 'float32' or 'float16'")
-    from diffusers.utils import convert_state_dict_to_diffusers
-
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}")
     scale = float(weights.alpha) / float(weights.rank)
-    per_component: dict[str, dict[str, torch.Tensor]] = {}
+    groups: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
     for key, tensor in weights.tensors.items():
         component, module, kind = split_lora_key(key)
         value = tensor.detach().to("cpu", torch.float32)
         if kind == "up":
             value = value * scale
-        name = f"{module}.lora_{'A' if kind == 'down' else 'B'}.weight"
-        per_component.setdefault(component, {})[name] = value.to(getattr(torch, dtype)).contiguous()
-    tensors: dict[str, torch.Tensor] = {}
-    for component, state in per_component.items():
-        # diffusers' own names: "….lora.down.weight" in the UNet, "….lora_linear_layer.down.weight" in CLIP
-        for key, value in convert_state_dict_to_diffusers(state).items():
-            tensors[f"{component}.{key}"] = value
-    meta = {"format": "pt", **dict(weights.metadata), **string_metadata(metadata or {})}
-    meta["brushwork.alpha_baked"] = "true"  # up = trained up × alpha/rank: load with scale 1
+        groups.setdefault((component, module), {})[kind] = value.to(getattr(torch, dtype)).contiguous()
+    extra = string_metadata(metadata or {})
+    meta = {**dict(weights.metadata), **extra, "brushwork.alpha_baked": "true"}  # up × alpha/rank: scale 1
+    if format == "kohya":
+        tensors, ranks, alphas = _kohya_tensors(groups, "LoRA")
+        meta = {**_kohya_metadata(meta, ranks, alphas, sdxl=_is_sdxl(groups)), **extra}
+    else:
+        tensors = {diffusers_key(component, module, kind): value
+                   for (component, module), parts in sorted(groups.items()) for kind, value in parts.items()}
+        meta = {"format": "pt", **meta}
     return _write_safetensors(tensors, Path(path), meta)
 
 
 def export_kohya(path_in: str | os.PathLike[str], path_out: str | os.PathLike[str],
                  metadata: Mapping[str, Any] | None = None) -> Path:
-    """Convert a diffusers/peft-format LoRA file to kohya's key names (see the module docstring)."""
-    import torch
+    """Write a LoRA file with kohya's key names (see the module docstring): a diffusers/peft
+    file is renamed; a kohya file is copied with its tensor bytes untouched (same A1111 hash)
+    and ``metadata`` added."""
     from safetensors.torch import load_file
 
     source = Path(path_in)
     header = read_header(source, name=source.name)
     if not header.tensors:
         raise LoraFileError("lora.empty", name=source.name)
-    state = load_file(str(source))
-    groups: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
-    for key, tensor in state.items():
+    refuse_other_kinds(header, source.name)
+    if key_format(header) == "kohya":
+        return _rewrite_metadata(source, header, Path(path_out),
+                                 {**header.metadata, **string_metadata(metadata or {})})
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for key, tensor in load_file(str(source)).items():
         component, module, kind = split_lora_key(key, name=source.name)
         groups.setdefault((component, module), {})[kind] = tensor
-    sdxl = any(component == "text_encoder_2" for component, _ in groups)
-    out: dict[str, torch.Tensor] = {}
+    tensors, ranks, alphas = _kohya_tensors(groups, source.name)
+    meta = {k: v for k, v in header.metadata.items() if k != "format"}
+    meta = _kohya_metadata(meta, ranks, alphas, sdxl=_is_sdxl(groups))
+    meta.update(string_metadata(metadata or {}))
+    return _write_safetensors(tensors, Path(path_out), meta)
+
+
+def _is_sdxl(groups: Mapping[tuple[str, str], Any]) -> bool:
+    return any(component == "text_encoder_2" for component, _ in groups)
+
+
+def _kohya_tensors(groups: Mapping[tuple[str, str], Mapping[str, Any]], name: str
+                   ) -> tuple[dict[str, Any], set[int], set[float]]:
+    import torch
+
+    sdxl = _is_sdxl(groups)
+    out: dict[str, Any] = {}
     ranks: set[int] = set()
     alphas: set[float] = set()
     for (component, module), parts in sorted(groups.items()):
         if "down" not in parts or "up" not in parts:
-            raise LoraFileError("lora.incomplete", name=source.name, module=f"{component}.{module}",
+            raise LoraFileError("lora.incomplete", name=name, module=f"{component}.{module}",
                                 missing="lora_up" if "down" in parts else "lora_down")
         rank = int(parts["down"].shape[0])
         alpha = float(parts["alpha"].reshape(-1)[0]) if "alpha" in parts else float(rank)
@@ -145,8 +200,13 @@ def export_kohya(path_in: str | os.PathLike[str], path_out: str | os.PathLike[st
         out[f"{base}.lora_down.weight"] = parts["down"].contiguous()
         out[f"{base}.lora_up.weight"] = parts["up"].contiguous()
         out[f"{base}.alpha"] = torch.tensor(alpha, dtype=torch.float32)
-    meta = {k: v for k, v in header.metadata.items() if k != "format"}
-    meta.update({
+    return out, ranks, alphas
+
+
+def _kohya_metadata(meta: Mapping[str, str], ranks: set[int], alphas: set[float], *, sdxl: bool) -> dict[str, str]:
+    """kohya's ``ss_*`` fields (A1111's and CivitAI's readers), from Brushwork's own."""
+    out = {k: v for k, v in meta.items() if k != "format"}
+    out.update({
         "ss_network_module": "networks.lora",
         "ss_network_dim": str(max(ranks)),
         "ss_network_alpha": _number(next(iter(alphas))) if len(alphas) == 1 else "Dynamic",
@@ -154,21 +214,45 @@ def export_kohya(path_in: str | os.PathLike[str], path_out: str | os.PathLike[st
     })
     for ours, theirs in (("brushwork.base_model", "ss_sd_model_name"), ("brushwork.dataset_size", "ss_num_train_images"),
                          ("brushwork.steps", "ss_max_train_steps"), ("brushwork.base_model_hash", "ss_new_sd_model_hash")):
-        if ours in meta:
-            meta[theirs] = meta[ours]
-    if "brushwork.resolution" in meta:
-        meta["ss_resolution"] = f"({meta['brushwork.resolution']}, {meta['brushwork.resolution']})"
-    meta.update(string_metadata(metadata or {}))
-    return _write_safetensors(out, Path(path_out), meta)
+        if ours in out:
+            out[theirs] = out[ours]
+    if "brushwork.resolution" in out:
+        out["ss_resolution"] = f"({out['brushwork.resolution']}, {out['brushwork.resolution']})"
+    return out
 
 
 def split_lora_key(key: str, *, name: str = "LoRA") -> tuple[str, str, str]:
-    """``unet.a.b.lora_A.weight`` -> ``("unet", "a.b", "down")`` (diffusers/peft names only)."""
+    """``unet.a.b.lora_A.weight`` -> ``("unet", "a.b", "down")`` (diffusers/peft names only;
+    ``unet.a.processor.to_out_lora.up.weight`` -> ``("unet", "a.to_out.0", "up")``)."""
     component = next((c for c in COMPONENTS if key.startswith(c + ".")), None)
+    processor = _PROCESSOR_KEY.match(key[len(component) + 1:]) if component else None
+    if component is not None and processor is not None:
+        projection = processor["proj"] + (".0" if processor["proj"] == "to_out" else "")
+        return component, f"{processor['block']}.{projection}", processor["kind"]
     suffix = next((s for s in _DIFFUSERS_SUFFIX if key.endswith(s)), None)
     if component is None or suffix is None or len(key) <= len(component) + 1 + len(suffix):
         raise LoraFileError("lora.unsupported_key", name=name, key=key[:200])
     return component, key[len(component) + 1:-len(suffix)], _DIFFUSERS_SUFFIX[suffix]
+
+
+def diffusers_key(component: str, module: str, kind: str) -> str:
+    """The name :func:`export_lora` gives a matrix in ``diffusers`` format (``kind``: down/up),
+    one that diffusers and ComfyUI both map (see the module docstring)."""
+    part = "down" if kind == "down" else "up"
+    if component == "unet":
+        block, _, projection = module.removesuffix(".0").rpartition(".")
+        if block and projection in _PROJECTIONS and (projection == "to_out") == module.endswith(".to_out.0"):
+            return f"unet.{block}.processor.{projection}_lora.{part}.weight"
+        return f"unet.{module}.lora.{part}.weight"
+    if not module.startswith("text_model."):  # transformers 5 dropped CLIPTextModel.text_model; ComfyUI wants it
+        module = "text_model." + module
+    return f"{component}.{module}.lora_linear_layer.{part}.weight"
+
+
+def key_format(header: SafetensorsHeader) -> str:
+    """``kohya`` when every key has kohya's names, else ``diffusers`` (header only)."""
+    return "kohya" if header.tensors and all(k.startswith(tuple(_KOHYA_PREFIX)) for k in header.tensors) \
+        else "diffusers"
 
 
 def kohya_name(component: str, module: str, *, sdxl: bool = False) -> str:
@@ -205,11 +289,33 @@ def string_metadata(values: Mapping[str, Any]) -> dict[str, str]:
 def _write_safetensors(tensors: Mapping[str, Any], path: Path, metadata: Mapping[str, str]) -> Path:
     from safetensors.torch import save_file
 
+    return _atomic_write(path, lambda tmp: save_file(dict(tensors), tmp, metadata=dict(metadata)))
+
+
+def _rewrite_metadata(source: Path, header: SafetensorsHeader, path: Path, metadata: Mapping[str, str]) -> Path:
+    """``source`` with another ``__metadata__``: the tensor bytes are copied as they are, so
+    the A1111 hash (of everything after the header) does not change."""
+    entries: dict[str, Any] = {"__metadata__": dict(metadata), **header.tensors}
+    raw = json.dumps(entries, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-(8 + len(raw)) % 8)  # the data starts 8-aligned, as safetensors writes it
+
+    def write(tmp: str) -> None:
+        with open(source, "rb") as reader, open(tmp, "wb") as writer:
+            writer.write(struct.pack("<Q", len(raw)))
+            writer.write(raw)
+            reader.seek(header.data_start)
+            while chunk := reader.read(1 << 20):
+                writer.write(chunk)
+
+    return _atomic_write(path, write)
+
+
+def _atomic_write(path: Path, write: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        save_file(dict(tensors), tmp, metadata=dict(metadata))
+        write(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -248,6 +354,27 @@ def read_header(source: str | os.PathLike[str] | bytes | bytearray | memoryview,
         return _read_header(handle, size, name=name, max_bytes=max_bytes, max_header_bytes=max_header_bytes,
                             dtypes=dtypes)
 
+
+
+def check_lora_file(source: str | os.PathLike[str] | bytes | bytearray | memoryview, *, name: str | None = None,
+                    max_bytes: int | None = DEFAULT_MAX_LORA_BYTES,
+                    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES) -> SafetensorsHeader:
+    """What can be judged without a base model, from the header alone: pickles, size (``None``:
+    no cap), a sound safetensors header, and a LoRA kind Brushwork can apply (see
+    :func:`refuse_other_kinds`).  Run it before loading a model for :func:`inspect_lora`."""
+    header = read_header(source, name=name, max_bytes=max_bytes if max_bytes is not None else 1 << 62,
+                         max_header_bytes=max_header_bytes)
+    refuse_other_kinds(header, name or (Path(source).name if isinstance(source, (str, os.PathLike)) else "LoRA"))
+    return header
+
+
+def refuse_other_kinds(header: SafetensorsHeader, name: str) -> None:
+    """Refuse LyCORIS LoHa/LoKr, DoRA and the other kinds :func:`other_lora_kind` knows, by name
+    (``lora.unsupported_kind``: what was found, what is supported, what to do)."""
+    for key in header.tensors:
+        kind = other_lora_kind(key)
+        if kind is not None:
+            raise LoraFileError("lora.unsupported_kind", name=name, kind=kind, key=key[:200])
 
 class _open_source:
     def __init__(self, source) -> None:
@@ -461,6 +588,7 @@ def inspect_lora(source: str | os.PathLike[str] | bytes | bytearray | memoryview
         header = _read_header(handle, size, name=name, max_bytes=max_bytes, max_header_bytes=max_header_bytes)
         if not header.tensors:
             raise LoraFileError("lora.empty", name=name)
+        refuse_other_kinds(header, name)
         table = module_table(base_model)
         fmt, groups = _group_keys(header, table, name)
         ranks: list[int] = []

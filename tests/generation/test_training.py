@@ -6,6 +6,7 @@ workdir: everything it needs must come from the checkpoint file.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import pickle
@@ -35,7 +36,8 @@ from generation.training import (
     inspect_lora,
 )
 from generation.training.buckets import BucketSampler, fit_to_bucket, make_buckets, nearest_bucket
-from generation.training.lora_files import KOHYA_KEY, module_from_kohya, module_table
+from generation.training.lora_files import KOHYA_KEY, module_from_kohya, module_table, split_lora_key
+from tests.generation import lora_loaders
 
 pytestmark = pytest.mark.slow  # trains the tiny model (a few seconds in all)
 
@@ -107,6 +109,22 @@ def exported(trained, tmp_path_factory):
     trainer, _, _ = trained
     path = export_lora(trainer, folder / "inkwash.safetensors", {"brushwork.dataset_name": "水墨"})
     return path
+
+
+@pytest.fixture(scope="module")
+def exported_diffusers(trained, exported):
+    trainer, _, _ = trained
+    return export_lora(trainer, exported.parent / "inkwash_diffusers.safetensors", format="diffusers")
+
+
+@pytest.fixture(scope="module")
+def trained_te(tiny_engine, dataset, tmp_path_factory):
+    """A LoRA on the UNet and the text encoder (3 steps)."""
+    trainer = LoraTrainer.from_engine(tiny_engine, "tiny", dataset,
+                                      config(steps=3, sample_every=0, train_text_encoder=True),
+                                      tmp_path_factory.mktemp("run_te"))
+    trainer.run_chunk()
+    return trainer
 
 
 @pytest.fixture(scope="module")
@@ -196,25 +214,21 @@ def test_training_never_touches_the_shared_pipeline(tiny_engine, dataset, tmp_pa
     assert all(torch.equal(v, weights[k]) for k, v in model.txt2img.unet.state_dict().items())
 
 
-def test_text_encoder_lora_is_exported_and_applied(tiny_engine, lora_engine, exported, dataset, tmp_path):
-    trainer = LoraTrainer.from_engine(tiny_engine, "tiny", dataset,
-                                      config(steps=3, sample_every=0, train_text_encoder=True), tmp_path)
-    trainer.run_chunk()
-    path = export_lora(trainer, exported.parent / "te.safetensors")
-    info = inspect_lora(path, tiny_engine.load("tiny"))
-    assert info.components == ("text_encoder", "unet")
-    assert {"q_proj", "k_proj", "v_proj", "out_proj"} <= set(info.targets)
-    engine = lora_engine
-    with_lora = engine.generate(tiny_requests(loras=(LoraRef("te", 1.0),)))[0].image
+def test_text_encoder_lora_is_exported_and_applied(trained_te, tiny_engine, lora_engine, exported):
+    trainer = trained_te
     preview = trainer.sample(PROMPT, seed=1234, steps=2)
-    assert np.abs(pixels(preview) - pixels(with_lora)).max() <= 2
-    assert lora_free(engine)
-    kohya = export_kohya(path, tmp_path / "te_kohya.safetensors")
-    with safe_open(str(kohya), "pt") as handle:
+    for fmt in ("kohya", "diffusers"):
+        path = export_lora(trainer, exported.parent / f"te_{fmt}.safetensors", format=fmt)
+        info = inspect_lora(path, tiny_engine.load("tiny"))
+        assert (info.format, info.components) == (fmt, ("text_encoder", "unet"))
+        assert {"q_proj", "k_proj", "v_proj", "out_proj"} <= set(info.targets)
+        with_lora = lora_engine.generate(tiny_requests(loras=(LoraRef(path.stem, 1.0),)))[0].image
+        assert np.abs(pixels(preview) - pixels(with_lora)).max() <= 2, fmt
+        assert lora_free(lora_engine)
+    with safe_open(str(exported.parent / "te_kohya.safetensors"), "pt") as handle:
         te_keys = [k for k in handle.keys() if k.startswith("lora_te_")]
     assert te_keys and all(k.startswith("lora_te_text_model_encoder_layers_") and KOHYA_KEY.match(k)
                            for k in te_keys)  # A1111's names, even though transformers 5 has no text_model
-    assert inspect_lora(kohya, tiny_engine.load("tiny")).components == ("text_encoder", "unet")
 
 
 def test_gradient_checkpointing_keeps_every_gradient(dataset, tiny_engine, tmp_path):
@@ -377,17 +391,21 @@ def test_bucket_sampler_resumes_at_the_same_batch():
 # ---------------------------------------------------------------------- export
 
 
-def test_export_has_diffusers_keys_baked_scale_and_metadata(trained, exported):
+def test_export_has_kohya_keys_baked_scale_and_metadata(trained, exported):
     trainer, _, _ = trained
     with safe_open(str(exported), "pt") as handle:
         keys = list(handle.keys())
         meta = handle.metadata()
-        up_key = next(k for k in keys if k.endswith(".lora.up.weight"))
+        alphas = {handle.get_tensor(k).item() for k in keys if k.endswith(".alpha")}
+        up_key = next(k for k in keys if k.endswith("attn1_to_q.lora_up.weight") and "mid_block" in k)
         up = handle.get_tensor(up_key)
-    assert all(re.fullmatch(r"unet\.[\w.]+\.lora\.(down|up)\.weight", k) for k in keys)
-    trained_up = trainer.lora_weights().tensors[up_key.replace(".lora.up.", ".lora_B.")]
-    assert torch.allclose(up, trained_up * 0.5)  # alpha 2 / rank 4
-    assert meta["format"] == "pt"
+    assert len(keys) == 96 and all(KOHYA_KEY.match(k) and k.startswith("lora_unet_") for k in keys)
+    trained_up = trainer.lora_weights().tensors["unet.mid_block.attentions.0.transformer_blocks.0.attn1.to_q.lora_B.weight"]
+    assert torch.allclose(up, trained_up * 0.5)  # alpha 2 / rank 4, baked in…
+    assert alphas == {4.0}  # …so the file says alpha = rank: scale 1 everywhere
+    assert (meta["ss_network_module"], meta["ss_network_dim"], meta["ss_network_alpha"]) == ("networks.lora", "4", "4")
+    assert (meta["ss_sd_model_name"], meta["ss_base_model_version"], meta["ss_resolution"]) == ("tiny", "sd_v1",
+                                                                                                 "(64, 64)")
     assert meta["brushwork.base_model"] == "tiny" and len(meta["brushwork.base_model_hash"]) == 10
     assert (meta["brushwork.rank"], meta["brushwork.alpha"], meta["brushwork.steps"]) == ("4", "2", "6")
     assert meta["brushwork.dataset_size"] == "4" and meta["brushwork.resolution"] == "64"
@@ -395,39 +413,99 @@ def test_export_has_diffusers_keys_baked_scale_and_metadata(trained, exported):
     assert meta["brushwork.dataset_name"] == "水墨" and meta["brushwork.version"]
 
 
-def test_kohya_export_matches_a1111_names_and_loads_the_same(exported, tiny_engine, lora_engine):
-    kohya = export_kohya(exported, exported.parent / "inkwash_kohya.safetensors")
-    with safe_open(str(kohya), "pt") as handle:
+def test_diffusers_export_has_names_diffusers_and_comfyui_both_map(trained, exported_diffusers):
+    trainer, _, _ = trained
+    with safe_open(str(exported_diffusers), "pt") as handle:
         keys = list(handle.keys())
         meta = handle.metadata()
-        alphas = {handle.get_tensor(k).item() for k in keys if k.endswith(".alpha")}
-    assert keys and all(KOHYA_KEY.match(k) for k in keys)
-    assert all(k.startswith("lora_unet_") for k in keys)
-    assert alphas == {4.0}  # the scale is in the weights: alpha = rank
-    assert (meta["ss_network_dim"], meta["ss_network_alpha"], meta["ss_sd_model_name"]) == ("4", "4", "tiny")
+        up = handle.get_tensor("unet.mid_block.attentions.0.transformer_blocks.0.attn1.processor.to_out_lora.up.weight")
+    assert len(keys) == 64 and all(
+        re.fullmatch(r"unet\.[\w.]+\.processor\.to_(q|k|v|out)_lora\.(down|up)\.weight", k) for k in keys)
+    trained_up = trainer.lora_weights().tensors[
+        "unet.mid_block.attentions.0.transformer_blocks.0.attn1.to_out.0.lora_B.weight"]
+    assert torch.allclose(up, trained_up * 0.5)
+    assert meta["format"] == "pt" and meta["brushwork.alpha_baked"] == "true" and meta["brushwork.steps"] == "6"
+
+
+@pytest.mark.parametrize("fmt", ["kohya", "diffusers"])
+def test_every_key_of_an_export_maps_in_comfyui(trained_te, tiny_engine, tmp_path, fmt):
+    """ComfyUI's key rules (tests/generation/lora_loaders.py): every key used, every layer trained patched."""
+    path = export_lora(trained_te, tmp_path / f"both.{fmt}.safetensors", format=fmt)
+    layers = lora_loaders.model_layers(tiny_engine.load("tiny").txt2img)
+    loaded = lora_loaders.comfyui_loads(lora_loaders.shapes_of(path), layers)
+    trained_layers = {tuple(k.split(".", 1)[0:1]) + (k.split(".", 1)[1].rsplit(".lora_", 1)[0],)
+                      for k in trained_te.lora_weights().tensors}
+    assert len(trained_layers) == 48  # 32 UNet projections, 16 CLIP ones
+    assert not loaded.unused and loaded.layers == trained_layers
+
+
+def test_the_kohya_export_maps_in_a1111_and_the_diffusers_one_does_not(trained_te, tmp_path):
+    kohya = export_lora(trained_te, tmp_path / "a.safetensors")
+    loaded = lora_loaders.a1111_loads(lora_loaders.shapes_of(kohya))
+    assert not loaded.unused and len(loaded.layers) == 48
+    diffusers = export_lora(trained_te, tmp_path / "b.safetensors", format="diffusers")
+    assert not lora_loaders.a1111_loads(lora_loaders.shapes_of(diffusers)).keys  # what the README says
+
+
+def test_the_checkers_refuse_what_diffusers_training_scripts_write(trained_te, tiny_engine, tmp_path):
+    """diffusers' ``convert_state_dict_to_diffusers`` names (Brushwork's export before): ComfyUI maps none."""
+    from diffusers.utils import convert_state_dict_to_diffusers
+
+    tensors: dict[str, torch.Tensor] = {}
+    for component in ("unet", "text_encoder"):
+        state = {k[len(component) + 1:]: v for k, v in trained_te.lora_weights().tensors.items()
+                 if k.startswith(component + ".")}
+        tensors.update({f"{component}.{k}": v.contiguous() for k, v in convert_state_dict_to_diffusers(state).items()})
+    shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+    layers = lora_loaders.model_layers(tiny_engine.load("tiny").txt2img)
+    assert not lora_loaders.comfyui_loads(shapes, layers).keys and not lora_loaders.a1111_loads(shapes).keys
+
+
+def test_kohya_export_of_either_format_is_the_same_file_to_loaders(exported, exported_diffusers, tiny_engine,
+                                                                   lora_engine):
+    again = export_kohya(exported_diffusers, exported.parent / "inkwash_again.safetensors", {"ss_output_name": "ink"})
+    same = export_kohya(exported, exported.parent / "inkwash_same.safetensors", {"ss_output_name": "ink"})
+    originals = _tensors(exported)
+    for path in (again, same):
+        ours = _tensors(path)
+        assert set(ours) == set(originals) and all(torch.equal(ours[k], originals[k]) for k in ours)
+        with safe_open(str(path), "pt") as handle:
+            meta = handle.metadata()
+        assert meta["ss_output_name"] == "ink" and meta["ss_network_dim"] == "4" and meta["brushwork.steps"] == "6"
+    # a kohya file keeps its tensor bytes: the same A1111 hash, whatever the metadata says
+    assert _addnet_hash(same) == _addnet_hash(exported)
     # invertible on the tiny model's modules: every kohya name maps back to the diffusers module
     table = module_table(tiny_engine.load("tiny"))
-    with safe_open(str(exported), "pt") as handle:
-        diffusers_modules = {k.rsplit(".lora.", 1)[0] for k in handle.keys()}
-    back = {".".join(module_from_kohya(k, table)) for k in keys}
-    assert back == diffusers_modules
-    info = inspect_lora(kohya, tiny_engine.load("tiny"))
+    back = {".".join(module_from_kohya(k, table) or ("?",)) for k in originals}
+    assert back == {f"unet.{m}" for m in (split_lora_key(k)[1] for k in _tensors(exported_diffusers))}
+    info = inspect_lora(exported, tiny_engine.load("tiny"))
     assert (info.format, info.rank, info.alpha) == ("kohya", 4, 4.0)
     # and diffusers draws the same picture from either file
     images = [pixels(lora_engine.generate(tiny_requests(loras=(LoraRef(path.stem, 1.0),)))[0].image)
-              for path in (exported, kohya)]
-    assert np.abs(images[0] - images[1]).max() <= 1
+              for path in (exported, exported_diffusers, again)]
+    assert np.abs(images[0] - images[1]).max() <= 1 and np.array_equal(images[0], images[2])
+
+
+def _addnet_hash(path) -> str:
+    """A1111's LoRA hash, computed here from the bytes: sha256 of all after the safetensors header."""
+    data = path.read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    return hashlib.sha256(data[8 + length:]).hexdigest()[:12]
 
 
 # ---------------------------------------------------------------------- import checks
 
 
-def test_inspect_accepts_our_export(exported, tiny_engine):
-    info = inspect_lora(exported, tiny_engine.load("tiny"))
-    assert (info.format, info.rank, info.ranks, info.alpha) == ("diffusers", 4, (4,), 4.0)
-    assert info.targets == ("to_k", "to_out.0", "to_q", "to_v") and info.components == ("unet",)
-    assert len(info.modules) == 32 and info.metadata["brushwork.base_model"] == "tiny"
-    assert inspect_lora(exported.read_bytes(), tiny_engine.load("tiny")).modules == info.modules
+def test_inspect_accepts_our_exports(exported, exported_diffusers, tiny_engine):
+    model = tiny_engine.load("tiny")
+    kohya, diffusers = inspect_lora(exported, model), inspect_lora(exported_diffusers, model)
+    assert (kohya.format, kohya.rank, kohya.ranks, kohya.alpha) == ("kohya", 4, (4,), 4.0)
+    assert (diffusers.format, diffusers.rank, diffusers.alpha) == ("diffusers", 4, 4.0)
+    for info in (kohya, diffusers):
+        assert info.targets == ("to_k", "to_out.0", "to_q", "to_v") and info.components == ("unet",)
+        assert len(info.modules) == 32 and info.metadata["brushwork.base_model"] == "tiny"
+    assert kohya.modules == diffusers.modules
+    assert inspect_lora(exported.read_bytes(), model).modules == kohya.modules
 
 
 def _tensors(path) -> dict[str, torch.Tensor]:
@@ -446,28 +524,30 @@ def _first(tensors, suffix: str) -> str:
 
 
 BAD_LORAS = [
-    ("other-base-shape", lambda t: t.update({_first(t, "attn2.to_k.lora.down.weight"): torch.zeros(4, 768)}),
+    ("other-base-shape", lambda t: t.update({_first(t, "attn2.processor.to_k_lora.down.weight"): torch.zeros(4, 768)}),
      "lora.shape_mismatch"),
     ("other-base-module", lambda t: t.update({
         "unet.down_blocks.2.attentions.1.transformer_blocks.0.attn1.to_q.lora.down.weight": torch.zeros(4, 64)}),
      "lora.unknown_module"),
-    ("rank-mismatch", lambda t: t.update({_first(t, "to_q.lora.up.weight"): torch.zeros(64, 3)}),
+    ("rank-mismatch", lambda t: t.update({_first(t, "to_q_lora.up.weight"): torch.zeros(64, 3)}),
      "lora.rank_mismatch"),
-    ("incomplete", lambda t: t.pop(_first(t, "to_v.lora.up.weight")), "lora.incomplete"),
+    ("incomplete", lambda t: t.pop(_first(t, "to_v_lora.up.weight")), "lora.incomplete"),
     ("lycoris", lambda t: t.update({"lora_unet_mid_block_attentions_0_proj_in.hada_w1_a": torch.zeros(2)}),
+     "lora.unsupported_kind"),
+    ("unknown-part", lambda t: t.update({_first(t, "to_v_lora.up.weight").replace("up", "middle"): torch.zeros(2)}),
      "lora.unsupported_key"),
     ("mixed", lambda t: t.update({
         "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn1_to_q.alpha": torch.tensor(4.0)}),
      "lora.mixed_formats"),
-    ("integer-weights", lambda t: t.update({_first(t, "to_q.lora.up.weight"): torch.zeros(64, 4, dtype=torch.int32)}),
+    ("integer-weights", lambda t: t.update({_first(t, "to_q_lora.up.weight"): torch.zeros(64, 4, dtype=torch.int32)}),
      "lora.bad_dtype"),
 ]
 
 
 @pytest.mark.parametrize(("label", "change", "code"), BAD_LORAS, ids=[b[0] for b in BAD_LORAS])
-def test_inspect_refuses_loras_that_do_not_fit(exported, tiny_engine, label, change, code):
+def test_inspect_refuses_loras_that_do_not_fit(exported_diffusers, tiny_engine, label, change, code):
     with pytest.raises(LoraFileError) as error:
-        inspect_lora(_variant(exported, change), tiny_engine.load("tiny"), name=f"{label}.safetensors")
+        inspect_lora(_variant(exported_diffusers, change), tiny_engine.load("tiny"), name=f"{label}.safetensors")
     assert error.value.code == code
     assert f"{label}.safetensors" in error.value.message() and "{" not in error.value.message("zh-CN")
 
