@@ -67,7 +67,10 @@ def create_engine(url: str | URL, *, echo: bool = False) -> Engine:
         # One shared connection, or each thread would get its own empty database.
         options["poolclass"] = sqlalchemy.pool.StaticPool
     else:
-        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        database = parsed.database
+        if not database:  # _is_memory() takes a URL without a database for an in-memory one
+            raise ValueError(f"a SQLite URL without a database file: {parsed!r}")
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         options.update(_SQLITE_POOL)
 
     engine = sqlalchemy.create_engine(parsed, **options)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -292,10 +292,11 @@ class LoraRepository:
             values["base_model_hash"] = base_model_hash
         if settings is not None:
             values["settings"] = dict(settings)
-        result = self._session.execute(
+        # An UPDATE gives a CursorResult (rowcount); Session.execute() is typed for any statement.
+        result = cast(CursorResult[Any], self._session.execute(
             update(Lora).where(Lora.public_id == public_id, Lora.status == LoraStatus.TRAINING.value,
                                Lora.name_key.is_not(None))
-            .values(**values).execution_options(synchronize_session=False))
+            .values(**values).execution_options(synchronize_session=False)))
         if not result.rowcount:
             row = self._by_id(public_id)
             raise StaleState("lora", public_id, "training", row.status)

@@ -62,7 +62,10 @@ def migration_connection(engine: Engine) -> Iterator[Connection]:
 
         # This connection's settings are changed below, so it is discarded afterwards rather
         # than handed back to the pool (a pooled connection without foreign keys would be a trap).
-        connection.connection.driver_connection.isolation_level = None  # we say BEGIN ourselves
+        driver_connection = connection.connection.driver_connection
+        if driver_connection is None:  # a connection just opened always has one
+            raise SchemaError("the migration's SQLite connection has no driver connection")
+        driver_connection.isolation_level = None  # we say BEGIN ourselves
         try:
             connection.exec_driver_sql("PRAGMA foreign_keys = OFF")
             connection.commit()

@@ -17,7 +17,7 @@ Server LoRAs (migration 0003) add ``datasets``, ``dataset_images`` and ``loras``
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     JSON,
@@ -207,6 +207,9 @@ class Image(Base):
     file_size: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    if TYPE_CHECKING:  # column properties, mapped below
+        parent_public_id: Mapped[str | None]
+        job_public_id: Mapped[str | None]
 
 
 # Public ids of the linked rows, loaded with each image (internal keys stay inside storage).
@@ -293,6 +296,9 @@ class Dataset(Base):
     name_key: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    if TYPE_CHECKING:  # column properties, mapped below (they select from DatasetImage)
+        image_count: Mapped[int]
+        total_bytes: Mapped[int]
 
 
 class DatasetImage(Base):
@@ -320,6 +326,8 @@ class DatasetImage(Base):
     original_name: Mapped[str] = mapped_column(String(255), default="")
     bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    if TYPE_CHECKING:  # a column property, mapped below
+        dataset_public_id: Mapped[str]
 
 
 Dataset.image_count = column_property(
@@ -376,6 +384,9 @@ class Lora(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    if TYPE_CHECKING:  # column properties, mapped below
+        job_status: Mapped[str | None]
+        dataset_public_id: Mapped[str | None]
 
 
 # The status of the job that trains it: a training LoRA whose job ended without it is failed.
