@@ -12,7 +12,11 @@ message that says what to do.  torch and diffusers are imported when this module
 
 from __future__ import annotations
 
+import inspect
+import logging
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,16 @@ from generation.models._quiet import quiet_libraries
 from generation.models.spec import DTYPE_NAMES, MODELSCOPE_PREFIX, ModelSpec, SourceKind, family_from_folder
 
 _TRUE = {"1", "true", "yes", "on"}
+MODELSCOPE_OFFLINE_ENV = "MODELSCOPE_OFFLINE"  # ModelScope has no offline switch of its own: this is ours
+# The loggers ModelScope writes to (its own handlers print to stderr, and re-level them on use).
+MODELSCOPE_LOGGERS = ("modelscope", "modelscope_hub")
+
+# What Brushwork's pipelines load from a diffusers folder: the weight file name of each
+# weighted component, the tokenizers, the scheduler config.  The safety checker, feature
+# extractor and image encoder (see _skipped_components) are never fetched.
+_WEIGHTED = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model",
+             "text_encoder": "model", "text_encoder_2": "model"}
+_TOKENIZERS = ("tokenizer", "tokenizer_2")
 
 
 @dataclass(eq=False)
@@ -48,6 +62,33 @@ class LoadedModel:
 def hub_offline() -> bool:
     """``HF_HUB_OFFLINE`` read now (huggingface_hub reads it once, at its import)."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
+
+
+def modelscope_offline() -> bool:
+    """``MODELSCOPE_OFFLINE`` (the name other ModelScope tools use), or ``HF_HUB_OFFLINE``: a
+    machine set offline for the hub is offline for ModelScope too.  Read at each call."""
+    return hub_offline() or os.environ.get(MODELSCOPE_OFFLINE_ENV, "").strip().lower() in _TRUE
+
+
+def pipeline_file_patterns(variant: str | None = None) -> list[str]:
+    """The files of a diffusers folder that Brushwork loads, as ``fnmatch`` patterns on their
+    paths: ``model_index.json``, the scheduler config, the tokenizers, each weighted
+    component's ``config.json`` and its safetensors weights in ``variant`` (``fp16``…), one
+    file or shards with their index.  The hub path gets the same selection from diffusers
+    (``DiffusionPipeline.download`` reads ``model_index.json`` first); ModelScope's
+    ``snapshot_download`` is given these."""
+    patterns = ["model_index.json", "scheduler/scheduler_config.json"]
+    for folder in _TOKENIZERS:
+        patterns += [f"{folder}/*.json", f"{folder}/*.txt", f"{folder}/*.model"]
+    for folder, stem in _WEIGHTED.items():
+        patterns.append(f"{folder}/config.json")
+        if variant:
+            patterns += [f"{folder}/{stem}.{variant}.safetensors", f"{folder}/{stem}.safetensors.index.{variant}.json",
+                         f"{folder}/{stem}.{variant}-*-of-*.safetensors", f"{folder}/{stem}-*-of-*.{variant}.safetensors"]
+        else:
+            patterns += [f"{folder}/{stem}.safetensors", f"{folder}/{stem}.safetensors.index.json",
+                         f"{folder}/{stem}-*-of-*.safetensors"]
+    return patterns
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -137,11 +178,13 @@ def local_folder_for_hash(spec: ModelSpec) -> Path | None:
 
 
 def _pipeline_classes(family: str) -> tuple[type, type]:
-    from diffusers import (
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import (
         StableDiffusionImg2ImgPipeline,
-        StableDiffusionPipeline,
+    )
+    from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import StableDiffusionXLPipeline
+    from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl_img2img import (
         StableDiffusionXLImg2ImgPipeline,
-        StableDiffusionXLPipeline,
     )
 
     if family == "sdxl":
@@ -169,7 +212,7 @@ def _local_folder(spec: ModelSpec, family: str | None, *, allow_download: bool =
 
 
 def _hub_folder(spec: ModelSpec, family: str | None, *, allow_download: bool) -> Path:
-    from diffusers import DiffusionPipeline
+    from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 
     offline = hub_offline() or not allow_download
     skip = {k: v for k, v in _skipped_components(family or "sd1").items() if k != "requires_safety_checker"}
@@ -183,20 +226,73 @@ def _hub_folder(spec: ModelSpec, family: str | None, *, allow_download: bool) ->
 
 
 def _modelscope_folder(spec: ModelSpec, *, allow_download: bool) -> Path:
+    """The model's folder in ModelScope's cache, downloading only the files the pipeline loads
+    (unless offline: ``MODELSCOPE_OFFLINE``/``HF_HUB_OFFLINE``, or ``allow_download`` False)."""
     try:
-        from modelscope import snapshot_download
+        from modelscope import snapshot_download  # pyright: ignore[reportMissingImports] - an optional extra
     except ImportError:
         raise ModelError("model.modelscope_missing", name=spec.name) from None
     model_id = spec.source[len(MODELSCOPE_PREFIX):]
+    offline = modelscope_offline() or not allow_download
+    kwargs: dict[str, Any] = {"revision": spec.revision} if spec.revision else {}
+    if offline:
+        kwargs["local_files_only"] = True
+    pattern_keyword = _allow_keyword(snapshot_download)
+    if pattern_keyword is not None:
+        kwargs[pattern_keyword] = pipeline_file_patterns(spec.variant)
     try:
-        kwargs: dict[str, Any] = {"revision": spec.revision} if spec.revision else {}
-        if not allow_download:
-            kwargs["local_files_only"] = True
-        folder = snapshot_download(model_id, **kwargs)
-    except Exception as exc:
-        raise ModelError("model.download_failed", name=spec.name, source=spec.source,
+        with _quiet_modelscope():
+            folder = snapshot_download(model_id, **kwargs)
+    except Exception as exc:  # any failure here is "the files are not there": say how to get them
+        code = "model.modelscope_not_cached" if offline else "model.download_failed"
+        raise ModelError(code, name=spec.name, source=spec.source, model_id=model_id,
                          detail=_first_line(exc)) from None
     return Path(folder)
+
+
+def _allow_keyword(function: Callable[..., Any]) -> str | None:
+    """How this ModelScope version's ``snapshot_download`` takes allow patterns: the hub's
+    ``allow_patterns`` (newer releases), else its own ``allow_file_pattern``; ``None`` for a
+    release with neither (it downloads the whole repository)."""
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):  # pragma: no cover - a builtin or C function
+        return None
+    for name in ("allow_patterns", "allow_file_pattern"):
+        if name in parameters:
+            return name
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return "allow_patterns"
+    return None
+
+
+class _OnlyErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+
+@contextmanager
+def _quiet_modelscope() -> Iterator[None]:
+    """ModelScope's own warnings (download retries, "cannot confirm the cached file is for
+    revision…") off stderr while we call it; its errors still show.  Its ``get_logger`` sets
+    the level again on every call, so a filter on the loggers and their handlers does the
+    work the level cannot.  Everything is restored on exit."""
+    loggers = [logging.getLogger(name) for name in MODELSCOPE_LOGGERS]
+    saved = [logger.level for logger in loggers]
+    only_errors = _OnlyErrors()
+    filtered: list[logging.Logger | logging.Handler] = []
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+        for target in (logger, *logger.handlers):
+            target.addFilter(only_errors)
+            filtered.append(target)
+    try:
+        yield
+    finally:
+        for target in filtered:
+            target.removeFilter(only_errors)
+        for logger, level in zip(loggers, saved, strict=True):
+            logger.setLevel(level)
 
 
 def _load_folder(spec: ModelSpec, folder: Path, family: str, dtype: torch.dtype):
@@ -237,7 +333,7 @@ def _load_single_file(spec: ModelSpec, family: str, dtype: torch.dtype):
 
 
 def _load_vae(spec: ModelSpec, dtype: torch.dtype):
-    from diffusers import AutoencoderKL
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
     source = spec.vae or ""
     try:
