@@ -31,7 +31,6 @@ from bot.jobs import plan_submission
 from bot.services import GenerationPlan, ImageDetails, ImageService, SavedImage
 from generation.errors import BrushworkError, ImageNotFound, QueueError, RequestError
 from generation.grammar import parse, parse_defaults, render
-from generation.metadata import read_recipe
 from generation.queue import JobState, PendingCounts, Requester
 from generation.request import Request, format_number
 from generation.safety import NoClassifier, SafetyPolicy, Verdict
@@ -149,7 +148,8 @@ class ImagineOptions:
             return request
         overrides = parse(flags, allow_empty_prompt=True)
         merged = request.merged(overrides)
-        if self.hires is not None and request.hires is not None:  # keep --hires-steps/--strength of the text
+        if self.hires is not None and request.hires is not None and overrides.hires is not None:
+            # keep --hires-steps/--strength of the text
             merged = replace(merged, hires=replace(request.hires, scale=overrides.hires.scale))
         elif self.image is not None and self.hires is None and request.hires is not None:
             merged = replace(merged, hires=request.hires)  # the text's --hires/--strength tune the picture's pass
@@ -192,6 +192,7 @@ class FileRecipe:
     source: str  # "brushwork" or "a1111"
     version: str | None  # what wrote it, as written
     usable_models: tuple[str, ...]  # the models this server may use
+    unreproduced: dict[str, str] = field(default_factory=dict)  # pairs read that Brushwork cannot follow
 
     @property
     def model_here(self) -> bool:
@@ -516,9 +517,10 @@ class ChatService:
         JPEG/WebP (A1111's EXIF comment), read without decoding a pixel; with the models this
         server may use, so the card can say whether the recipe runs here as it is."""
         self.check_recipe_file(filename, len(data))
-        recipe = read_recipe(data)  # a MetadataError says what is wrong with the file
+        recipe = self._images.recipe(data)  # a MetadataError says what is wrong with the file
         return FileRecipe(filename=filename, request=recipe.request, infotext=recipe.infotext, source=recipe.origin,
-                          version=recipe.version, usable_models=tuple(self.model_names(origin)))
+                          version=recipe.version, usable_models=tuple(self.model_names(origin)),
+                          unreproduced=dict(recipe.unreproduced))
 
     def job_info(self, origin: Origin, job_id: str) -> ImageInfo:
         """ℹ️ on a result: its first image's recipe, the whole job's request, and the other images."""
@@ -663,7 +665,7 @@ class ChatService:
                 plan = GenerationPlan.from_dict(dict(plan)) if plan else None
             except BrushworkError:
                 plan = None
-            followed.append(Followed(record.public_id, dict(record.reply_ref), record.status, plan))
+            followed.append(Followed(record.public_id, dict(record.reply_ref or {}), record.status, plan))
         return followed
 
     def finish_reply(self, job_id: str, reply_ref: dict[str, Any], **changes: Any) -> None:

@@ -294,6 +294,8 @@ def cmd_show(container: Container, args: argparse.Namespace) -> int:
             "canonical": request.render(),
             "infotext": details.infotext,
             "path": str(details.path) if details.path else None,
+            "model_name": details.model_name,
+            "unreproduced": details.unreproduced,
         }
         if details.record is not None:
             rec = details.record
@@ -321,8 +323,12 @@ def cmd_show(container: Container, args: argparse.Namespace) -> int:
         print(f"negative:  {request.negative_prompt}")
     print(f"seed:      {request.seed}")
     print(f"size:      {size[0]}x{size[1]}" if size else "size:      ?")
-    print(f"model:     {request.model}")
+    print(f"model:     {_model_line(request.model, details.model_name, request.model in container.registry)}")
     print(f"flags:     {request.render()}")
+    if details.unreproduced:
+        from generation.metadata import describe_unreproduced
+
+        print(f"not reproduced: {describe_unreproduced(details.unreproduced)}")
     if details.path:
         print(f"file:      {details.path}")
     if details.infotext:
@@ -335,6 +341,16 @@ def cmd_show(container: Container, args: argparse.Namespace) -> int:
     for line in python_code(request).splitlines():
         print(f"  {line}" if line else "")
     return EXIT_OK
+
+
+def _model_line(model: str | None, written: str | None, here: bool) -> str:
+    """The model ``show`` names: the one here, and the file's own name when that differs."""
+    if model is None or not here:
+        name = model or written
+        return f"{name} (no model of that name here)" if name else "?"
+    if written and written != model:
+        return f"{model} (the file says {written}; same model hash)"
+    return model
 
 
 def cmd_history(container: Container, args: argparse.Namespace) -> int:

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 from generation import operations
 from generation.datasets import DatasetError, validate_image
 from generation.datasets.images import megabytes
-from generation.errors import BrushworkError, ImageNotFound, MetadataError, RequestError
+from generation.errors import BrushworkError, ImageNotFound, MetadataError, ModelError, RequestError
 from generation.grammar import parse, parse_defaults
-from generation.metadata import png_bytes, read_recipe
+from generation.metadata import Recipe, describe_unreproduced, png_bytes, read_recipe
 from generation.operations import Relation
 from generation.request import Note, Request, format_number, picture_aspect, resolve
 from generation.version import VERSION
@@ -60,6 +60,7 @@ class ParentImage:
     request: Request
     public_id: str | None  # None when it came from a file outside the database
     path: Path  # the PNG on disk
+    unreproduced: dict[str, str] = field(default_factory=dict)  # a file's pairs Brushwork cannot follow
 
     def load_pixels(self) -> Image.Image:
         from PIL import Image
@@ -173,6 +174,8 @@ class ImageDetails:
     path: Path | None
     record: ImageRecord | None = None
     lineage: tuple[ImageRecord, ...] = field(default_factory=tuple)
+    model_name: str | None = None  # a file's Model as written (request.model: the model here, if any)
+    unreproduced: dict[str, str] = field(default_factory=dict)  # a file's pairs Brushwork cannot follow
 
 
 # ---------------------------------------------------------------------- the service
@@ -271,7 +274,7 @@ class ImageService:
                                                               "size": "{}x{}".format(*start.size),
                                                               "used": "{}:{}".format(*start.aspect)}))
         resolved, notes = resolve(request, self._registry.profile(model), model=model, defaults=defaults)
-        notes = shape_notes + notes
+        notes = shape_notes + notes + _unreproduced_note(request, parent)
         return GenerationPlan(
             request=resolved,
             relation=relation,
@@ -327,6 +330,8 @@ class ImageService:
         if request.loras:
             resolver = self._lora_resolver()
             for ref in request.loras:
+                if resolver is None:  # an engine without a LoRA folder has none to offer
+                    raise ModelError("model.no_loras", name=ref.name)
                 resolver.resolve(ref.name)  # ModelError listing what exists
 
     def _lora_resolver(self):
@@ -440,9 +445,10 @@ class ImageService:
         if text.lower().endswith(RECIPE_SUFFIXES) or path.is_file():
             if not path.is_file():
                 raise ImageNotFound("image.file_missing", path=text)
-            recipe = read_recipe(path)
+            recipe = self.recipe(path)
             request = _single(recipe.request)
-            return ParentImage(request=request, public_id=None, path=path.resolve())
+            return ParentImage(request=request, public_id=None, path=path.resolve(),
+                               unreproduced=dict(recipe.unreproduced))
         ident = normalize_public_id(text)
         if not is_public_id(ident):
             raise ImageNotFound("image.bad_reference", value=text)
@@ -452,6 +458,17 @@ class ImageService:
             public_id=record.public_id,
             path=self._store.absolute(record.file_path),
         )
+
+    def recipe(self, source: bytes | Path) -> Recipe:
+        """The recipe in an image file (or its bytes), its model a registered one where it can
+        be: an A1111 ``Model`` name this server does not have, but whose ``Model hash`` is one
+        of its models' hashes, means that model (found without downloading anything)."""
+        recipe = read_recipe(source)
+        model = recipe.request.model
+        if recipe.origin != "a1111" or not recipe.model_hash or (model is not None and model in self._registry):
+            return recipe
+        found = self._engine().model_for_hash(recipe.model_hash)
+        return recipe.with_model(found) if found is not None else recipe
 
     def _get_record(self, public_id: str, scope: Scope) -> ImageRecord:
         try:
@@ -466,8 +483,9 @@ class ImageService:
             path = Path(text).expanduser()
             if not path.is_file():
                 raise ImageNotFound("image.file_missing", path=text)
-            recipe = read_recipe(path)
-            return ImageDetails(request=recipe.request, infotext=recipe.infotext, path=path.resolve())
+            recipe = self.recipe(path)
+            return ImageDetails(request=recipe.request, infotext=recipe.infotext, path=path.resolve(),
+                                model_name=recipe.model_name, unreproduced=dict(recipe.unreproduced))
         ident = normalize_public_id(text)
         if not is_public_id(ident):
             raise ImageNotFound("image.bad_reference", value=text)
@@ -534,19 +552,23 @@ def new_image_row(plan: GenerationPlan, image: EngineImage, index: int, *, owner
                   channel_id: int | None = None, job_public_id: str | None = None) -> NewImage:
     """The row describing image ``index`` of a plan's result (its own single-image request)."""
     relation = ImageRelation(plan.relation.value) if plan.relation and plan.parent_public_id else None
+    request = image.request
+    seed, steps, cfg, sampler, model = request.seed, request.steps, request.cfg, request.sampler, request.model
+    if seed is None or steps is None or cfg is None or sampler is None or model is None:
+        raise ValueError("new_image_row: the engine made an image from an unresolved request")
     return NewImage(
         owner_id=owner_id,
         guild_id=guild_id,
         channel_id=channel_id,
-        prompt=image.request.prompt,
-        negative_prompt=image.request.negative_prompt,
-        seed=image.request.seed,
-        steps=image.request.steps,
-        cfg=image.request.cfg,
-        sampler=image.request.sampler,
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt,
+        seed=seed,
+        steps=steps,
+        cfg=cfg,
+        sampler=sampler,
         width=image.image.width,
         height=image.image.height,
-        model=image.request.model,
+        model=model,
         model_hash=image.model_hash,
         lora_hashes=dict(image.lora_hashes),
         request=image.request.to_dict(),
@@ -556,6 +578,18 @@ def new_image_row(plan: GenerationPlan, image: EngineImage, index: int, *, owner
         relation=relation,
         job_public_id=job_public_id,
     )
+
+
+def _unreproduced_note(request: Request, parent: ParentImage | None) -> list[Note]:
+    """What a parent read from a file had that this image will not follow ("not reproduced:
+    Sampler: Restart"), less what the request now sets itself (``--sampler`` chosen in a tweak)."""
+    if parent is None or not parent.unreproduced:
+        return []
+    fields = dict(parent.unreproduced)
+    if request.sampler is not None and parent.request.sampler is None:
+        fields.pop("Sampler", None)
+        fields.pop("Schedule type", None)
+    return [Note("note.not_reproduced", {"fields": describe_unreproduced(fields)})] if fields else []
 
 
 def _single(request: Request) -> Request:

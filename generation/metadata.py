@@ -511,6 +511,12 @@ def _build(params: dict[str, str], prompt: str, negative: str | None, loras: lis
                           hires_upscaler=hires_upscaler, unreproduced=unreproduced)
 
 
+def describe_unreproduced(pairs: Mapping[str, str]) -> str:
+    """``Sampler: Restart; Hires upscaler: Latent`` — what :attr:`Recipe.unreproduced` holds,
+    for a reader's "not reproduced: …" (``;`` apart: values may hold commas)."""
+    return "; ".join(f"{key}: {value}" for key, value in pairs.items())
+
+
 def _sampler(text: str | None, schedule: str | None, not_followed: set[str]) -> str | None:
     """The Brushwork sampler for A1111's ``Sampler`` and ``Schedule type``; ``None`` (and the
     keys that cannot be followed added to ``not_followed``) when diffusers has no such pair."""

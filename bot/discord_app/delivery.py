@@ -314,6 +314,10 @@ def file_info_card(recipe: FileRecipe, locale: str) -> InfoCard:
     elif not recipe.model_here:
         fields.append((t("model_here"), t("model_missing", model=request.model,
                                           models=", ".join(recipe.usable_models) or "—")))
+    if recipe.unreproduced:
+        from generation.metadata import describe_unreproduced
+
+        fields.append((t("not_reproduced"), shorten(describe_unreproduced(recipe.unreproduced), 1000)))
     fields.append((t("flags"), f"`{shorten(request.render(), 1000)}`"))
     stem = recipe.filename.rsplit(".", 1)[0][:60] or "image"
     return InfoCard(title=t("file_title", name=shorten(recipe.filename, 200)), fields=tuple(fields),

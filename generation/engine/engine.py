@@ -202,6 +202,23 @@ class Engine:
         self._hashes[spec.name] = value
         return value
 
+    def model_for_hash(self, model_hash: str) -> str | None:
+        """The registered model whose A1111 short hash is ``model_hash`` (its first 10 hex
+        digits; a full sha256 works too), or ``None``.  Only models whose files are here are
+        hashed, never downloaded; hashing a large checkpoint the first time takes seconds
+        (then the hash cache answers)."""
+        wanted = model_hash.strip().lower()
+        if len(wanted) < MODEL_HASH_LENGTH or any(c not in "0123456789abcdef" for c in wanted):
+            return None  # A1111's old 8-digit hash is another algorithm: it matches nothing here
+        wanted = wanted[:MODEL_HASH_LENGTH]
+        for name in self.registry.names():
+            try:
+                if self.model_hash(name) == wanted:
+                    return name
+            except (ModelError, OSError):  # not downloaded, or its file is gone: not this one
+                continue
+        return None
+
     # ------------------------------------------------------------------ generation
     def generate(
         self,
