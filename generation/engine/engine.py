@@ -35,6 +35,7 @@ from generation.engine.loras import (
     LoraStateCache,
     ResolvedLora,
     applied_loras,
+    check_lora,
     resolve_lora,
 )
 from generation.engine.noise import generator, initial_noise
@@ -251,11 +252,13 @@ class Engine:
         _check_abort(should_abort)
         first = requests[0]
         with self._lock:
+            resolver = lora_resolver if lora_resolver is not None else self.lora_resolver
+            loras = [(resolve_lora(resolver, ref.name), float(ref.weight)) for ref in first.loras or ()]
+            for lora, _ in loras:
+                check_lora(lora)  # header only: a LoRA that cannot be applied is refused before the model loads
             load_started = time.perf_counter()
             model = self.load(_resolved(first.model, "model"))
             load_s = time.perf_counter() - load_started
-            resolver = lora_resolver if lora_resolver is not None else self.lora_resolver
-            loras = [(resolve_lora(resolver, ref.name), float(ref.weight)) for ref in first.loras or ()]
             model_hash = self.model_hash(_resolved(first.model, "model"))
             out_of_memory = False
             try:

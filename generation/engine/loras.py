@@ -5,9 +5,11 @@ decides what a name means (a server's own LoRAs, a shared folder…) and gives t
 its A1111 short hash.  :class:`FolderLoraResolver` is the simple one: every
 ``*.safetensors`` in a folder, by file name.
 
-:func:`applied_loras` loads each LoRA as a named PEFT adapter, sets the weights, and
-*always* unloads everything in ``finally``: the pipelines are shared by every request,
-and a LoRA left behind would silently change the next user's images.
+:func:`check_lora` reads a LoRA's header before anything is loaded, so a kind the engine
+cannot apply is refused before the base model is.  :func:`applied_loras` loads each LoRA as
+a named PEFT adapter, sets the weights, and *always* unloads everything in ``finally``: the
+pipelines are shared by every request, and a LoRA left behind would silently change the
+next user's images.
 """
 
 from __future__ import annotations
@@ -88,7 +90,8 @@ def resolve_lora(resolver: LoraResolverLike | None, name: str) -> ResolvedLora:
     """Ask a resolver (object with ``resolve`` or a plain callable) and normalise the answer."""
     if resolver is None:
         raise ModelError("model.no_loras", name=name)
-    lookup = resolver.resolve if hasattr(resolver, "resolve") else resolver
+    lookup: Callable[[str], ResolvedLora | tuple[Path | str, str]] = (
+        resolver.resolve if isinstance(resolver, LoraResolver) else resolver)
     try:
         found = lookup(name)
     except ModelError:
@@ -100,6 +103,19 @@ def resolve_lora(resolver: LoraResolverLike | None, name: str) -> ResolvedLora:
         return found
     path, short_hash = found
     return ResolvedLora(name=name, path=Path(path), short_hash=str(short_hash))
+
+
+def check_lora(lora: ResolvedLora) -> None:
+    """What can be refused from the file's header alone, before the base model is loaded: a
+    pickle, a missing file, a LoRA kind the engine cannot apply (LyCORIS LoHa/LoKr, DoRA…:
+    :class:`~generation.training.errors.LoraFileError` ``lora.unsupported_kind``)."""
+    from generation.training.lora_files import check_lora_file
+
+    if lora.path.suffix.lower() != LORA_SUFFIX:
+        raise ModelError("model.pickle_refused", name=lora.name, path=str(lora.path))
+    if not lora.path.is_file():
+        raise ModelError("model.lora_missing", name=lora.name, path=str(lora.path))
+    check_lora_file(lora.path, name=lora.name, max_bytes=None)
 
 
 class LoraStateCache:

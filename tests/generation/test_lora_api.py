@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import struct
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from generation.errors import ModelError, RequestError
 from generation.models.hashing import FileHasher
 from generation.profiles import PROFILES
 from generation.request import LoraRef, Request, resolve
+from tests.generation import lora_loaders
 
 pytestmark = pytest.mark.slow
 
@@ -84,6 +87,20 @@ def test_train_lora_from_a_folder_then_generate_with_it(tiny_engine, tmp_path):
     assert np.array_equal(pixels(styled.image), pixels(by_folder.image))
     assert styled.lora_hashes == {"inkwash": FileHasher(None).lora_hash(lora.path)}
     assert lora_free(tiny_engine)
+
+    # the file made is the one to share: A1111 and ComfyUI take every key, and the image
+    # records the hash A1111 and CivitAI compute from its bytes (sha256 after the header)
+    layers = lora_loaders.model_layers(tiny_engine.load("tiny").txt2img)
+    shapes = lora_loaders.shapes_of(lora.path)
+    assert not lora_loaders.comfyui_loads(shapes, layers).unused and not lora_loaders.a1111_loads(shapes).unused
+    data = lora.path.read_bytes()
+    (header,) = struct.unpack("<Q", data[:8])
+    shared_hash = hashlib.sha256(data[8 + header:]).hexdigest()[:12]
+    assert styled.lora_hashes == {"inkwash": shared_hash}
+    assert f'Lora hashes: "inkwash: {shared_hash}"' in styled.infotext
+    kohya = lora.kohya_path.read_bytes()
+    (header,) = struct.unpack("<Q", kohya[:8])
+    assert hashlib.sha256(kohya[8 + header:]).hexdigest()[:12] == shared_hash  # the kohya copy: the same file
 
 
 def test_train_lora_checks_its_images(tiny_engine, tmp_path):
