@@ -103,10 +103,11 @@ def cmd_dataset_add(container: Container, args: argparse.Namespace) -> int:
 
             raise ServerLoraError("server_dataset.not_a_file", path=str(path))
     # Sizes first, from the file system: nothing too large is read into memory.
-    container.datasets.check_upload(scope, args.name, [(path.name, path.stat().st_size) for path in paths])
-    uploads = [Upload(path.name, path.read_bytes()) for path in paths]
+    checked = container.datasets.check_upload(scope, args.name, [(path.name, path.stat().st_size) for path in paths])
+    uploads = [Upload(paths[index].name, paths[index].read_bytes()) for index in checked.accepted]
     try:
-        result = container.datasets.add_images(scope, args.name, uploads, caption=args.caption)
+        result = container.datasets.add_images(scope, args.name, uploads, caption=args.caption,
+                                               before=checked.refused)
     except UploadRefused as refused:  # nothing added: say why for every file
         for refusal in refused.refusals:
             print(f"brushwork: not added: {refusal.error.message()}", file=sys.stderr)

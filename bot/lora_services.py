@@ -163,6 +163,23 @@ class UploadRefused(ServerLoraError):
         return (UploadRefused, (self.refusals,))
 
 
+def _raise_refusals(refusals: Sequence[Refusal]) -> None:
+    """Nothing of an upload can be added: one file's own error, or every file's reason."""
+    if len(refusals) > 1:
+        raise UploadRefused(refusals)
+    if refusals:
+        raise refusals[0].error
+    raise ServerLoraError("server_dataset.nothing_to_add")
+
+
+@dataclass(frozen=True, slots=True)
+class SizeCheck:
+    """An upload's sizes checked: the files to read (indexes, in upload order) and the refused ones."""
+
+    accepted: tuple[int, ...]
+    refused: tuple[Refusal, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class AddResult:
     dataset: DatasetRecord
@@ -252,29 +269,50 @@ class DatasetService:
         return record
 
     # -- adding images -------------------------------------------------------------------
-    def check_upload(self, scope: Scope, name: str, files: Sequence[tuple[str, int]]) -> None:
-        """Before downloading: the dataset exists, each file's announced size is within its
-        limit (images and zips), and the images would fit in the dataset."""
+    def check_upload(self, scope: Scope, name: str, files: Sequence[tuple[str, int]]) -> SizeCheck:
+        """Before downloading: the dataset exists, and each file's announced size is within its
+        limit (an image, a zip) and within the images' combined cap (in upload order).  The files
+        that pass are the ones to download (``accepted``, indexes into ``files``); each other one
+        is in ``refused`` with its reason.  Nothing passes: one file's own error, or
+        :class:`UploadRefused` with every reason.  The images that pass must fit in the dataset."""
         with self._uow() as uow:
             dataset = self._dataset(uow, scope, name)
         if not files:
             raise ServerLoraError("server_dataset.nothing_to_add")
-        images = 0
-        self._check_upload_total([size for filename, size in files if not filename.lower().endswith(".zip")])
-        for filename, size in files:
-            if filename.lower().endswith(".zip"):
+        checked = self._sizes([(filename, size, filename.lower().endswith(".zip")) for filename, size in files])
+        if not checked.accepted:
+            _raise_refusals(checked.refused)
+        self._check_count(dataset, sum(1 for i in checked.accepted if not files[i][0].lower().endswith(".zip")))
+        return checked
+
+    def _sizes(self, files: Sequence[tuple[str, int, bool]]) -> SizeCheck:
+        """(name, bytes, is a zip) in upload order → which pass their own limit and the combined one."""
+        accepted: list[int] = []
+        refused: list[Refusal] = []
+        total = 0
+        for index, (filename, size, is_zip) in enumerate(files):
+            error: BrushworkError | None = None
+            if is_zip:
                 if size > self.limits.max_zip_bytes:
-                    raise DatasetError("dataset.zip_too_large", size=megabytes(size),
-                                       limit=megabytes(self.limits.max_zip_bytes))
+                    error = DatasetError("dataset.zip_file_too_large", name=filename, size=megabytes(size),
+                                         limit=megabytes(self.limits.max_zip_bytes))
+            elif size > self.limits.max_image_bytes:
+                error = DatasetError("dataset.image_too_large", name=filename, size=megabytes(size),
+                                     limit=megabytes(self.limits.max_image_bytes))
+            elif total + size > self.limits.max_upload_bytes:
+                error = ServerLoraError("server_dataset.over_upload_total", name=filename, size=megabytes(size),
+                                        limit=megabytes(self.limits.max_upload_bytes),
+                                        zip_limit=megabytes(self.limits.max_zip_bytes))
             else:
-                images += 1
-                if size > self.limits.max_image_bytes:
-                    raise DatasetError("dataset.image_too_large", name=filename, size=megabytes(size),
-                                       limit=megabytes(self.limits.max_image_bytes))
-        self._check_count(dataset, images)
+                total += size
+            if error is None:
+                accepted.append(index)
+            else:
+                refused.append(Refusal(filename, error))
+        return SizeCheck(accepted=tuple(accepted), refused=tuple(refused))
 
     def add_images(self, scope: Scope, name: str, uploads: Sequence[Upload], *,
-                   caption: str | None = None) -> AddResult:
+                   caption: str | None = None, before: Sequence[Refusal] = ()) -> AddResult:
         """Add uploaded images — and the images of any zip among them (captions from its
         ``.txt`` files) — to a dataset.  ``caption`` goes to images that bring none.
 
@@ -288,11 +326,14 @@ class DatasetService:
             self._dataset(uow, scope, name)
         if not uploads:
             raise ServerLoraError("server_dataset.nothing_to_add")
-        self._check_upload_total([len(u.data) for u in uploads if archive_kind(u.data[:16]) != "ZIP"])
+        checked = self._sizes([(u.filename, len(u.data), archive_kind(u.data[:16]) == "ZIP") for u in uploads])
         default_caption = self.clean_caption(caption, label="caption") if caption else None
         candidates: list[_Candidate] = []
-        refused: list[tuple[int, Refusal]] = []
+        # Files refused before they were read (``refused``: what check_upload said) come first.
+        refused: list[tuple[int, Refusal]] = [(-1, refusal) for refusal in (*before, *checked.refused)]
         for order, upload in enumerate(uploads):
+            if order not in checked.accepted:
+                continue
             try:
                 candidates.extend(self._read_upload(upload, default_caption, order))
             except DatasetError as error:
@@ -351,11 +392,7 @@ class DatasetService:
                 fresh.append(candidate)
         refusals = tuple(refusal for _order, refusal in sorted(refused, key=lambda item: item[0]))
         if not fresh:
-            if len(refusals) > 1:
-                raise UploadRefused(refusals)
-            if refusals:
-                raise refusals[0].error
-            raise ServerLoraError("server_dataset.nothing_to_add")
+            _raise_refusals(refusals)
         self._check_count(dataset, len(fresh))
         needed = sum(len(c.image.png) for c in fresh)
         if usage[2] + needed > self.limits.max_bytes:
@@ -389,12 +426,6 @@ class DatasetService:
                 raise self._not_found(scope, name) from None
             raise
         return AddResult(dataset=record, added=tuple(added), refused=refusals)
-
-    def _check_upload_total(self, sizes: Sequence[int]) -> None:
-        if sum(sizes) > self.limits.max_upload_bytes:
-            raise ServerLoraError("server_dataset.upload_too_large", count=len(sizes), size=megabytes(sum(sizes)),
-                                  limit=megabytes(self.limits.max_upload_bytes),
-                                  zip_limit=megabytes(self.limits.max_zip_bytes))
 
     def _check_count(self, dataset: DatasetRecord, adding: int) -> None:
         if dataset.image_count + adding > self.limits.max_images:

@@ -129,7 +129,7 @@ def test_bad_uploads_are_refused_each_with_its_reason(container):
     assert error.value.code == "dataset.image_too_large"
     with pytest.raises(DatasetError) as error:
         datasets.check_upload(A, "ink", [("all.zip", 500 * 1024 * 1024)])
-    assert error.value.code == "dataset.zip_too_large"
+    assert error.value.code == "dataset.zip_file_too_large" and "`all.zip`" in error.value.message()
     with pytest.raises(ServerLoraError) as error:
         datasets.check_upload(A, "ink", [(f"{i}.png", 100) for i in range(6)])
     assert error.value.code == "server_dataset.full"
@@ -214,22 +214,38 @@ def test_names_rights_and_isolation(container):
 
 
 def test_one_upload_has_a_combined_size_cap_checked_before_downloading(tmp_path):
+    """Sizes are checked file by file, in upload order: a file over its own limit, or one that
+    no longer fits in the upload's combined cap, is refused by name; the others go on."""
     container = build_container(load_settings(home=tmp_path / "home", dataset_max_image_mb=0.05,
                                               dataset_max_upload_mb=0.1))
     try:
         datasets = container.datasets
         datasets.create(A, "ink")
-        datasets.check_upload(A, "ink", [("a.png", 40_000), ("b.png", 40_000)])  # 80 KB: fine
-        with pytest.raises(ServerLoraError) as error:  # three 40 KB images: each fits, together they do not
-            datasets.check_upload(A, "ink", [("a.png", 40_000), ("b.png", 40_000), ("c.png", 40_000)])
-        assert error.value.code == "server_dataset.upload_too_large"
-        assert "3" in error.value.message() and "zip" in error.value.message()
-        assert "zip" in error.value.message("zh-CN")
-        datasets.check_upload(A, "ink", [("set.zip", 150_000), ("a.png", 40_000)])  # a zip has its own cap
-        with pytest.raises(ServerLoraError) as error:  # the same rule when the bytes are already here
-            datasets.add_images(A, "ink", [Upload(f"n{i}.png", _noise(i)) for i in range(3)])
-        assert error.value.code == "server_dataset.upload_too_large"
-        assert datasets.get(A, "ink").image_count == 0
+        fine = datasets.check_upload(A, "ink", [("a.png", 40_000), ("b.png", 40_000)])  # 80 KB: fine
+        assert fine.accepted == (0, 1) and fine.refused == ()
+        # three 40 KB images: each fits, the third no longer fits with the other two
+        checked = datasets.check_upload(A, "ink", [("a.png", 40_000), ("b.png", 40_000), ("c.png", 40_000)])
+        assert checked.accepted == (0, 1) and [r.filename for r in checked.refused] == ["c.png"]
+        error = checked.refused[0].error
+        assert error.code == "server_dataset.over_upload_total"
+        assert "`c.png`" in error.message() and "zip" in error.message() and "zip" in error.message("zh-CN")
+        # one file far over the image limit: only that one is refused
+        checked = datasets.check_upload(A, "ink", [("04.png", 30_000), ("huge.png", 21_000_000)])
+        assert checked.accepted == (0,) and checked.refused[0].error.code == "dataset.image_too_large"
+        assert "`huge.png`" in checked.refused[0].error.message()
+        with pytest.raises(ServerLoraError) as refused:  # nothing passes: every reason
+            datasets.check_upload(A, "ink", [("big.png", 60_000), ("huge.png", 21_000_000)])
+        assert isinstance(refused.value, UploadRefused) and len(refused.value.refusals) == 2
+        checked = datasets.check_upload(A, "ink", [("set.zip", 150_000), ("a.png", 40_000)])  # a zip: its own cap
+        assert checked.accepted == (0, 1)
+        # the same rule when the bytes are already here: the images that fit are added
+        noise = [Upload(f"n{i}.png", _noise(i)) for i in range(3)]
+        sizes = [len(u.data) for u in noise]
+        assert all(size <= 0.05 * 2**20 for size in sizes) and sum(sizes) > 0.1 * 2**20, sizes
+        result = datasets.add_images(A, "ink", noise)
+        fitting = 2 if sizes[0] + sizes[1] <= 100_000 else 1
+        assert len(result.added) == fitting and datasets.get(A, "ink").image_count == fitting
+        assert [r.error.code for r in result.refused] == ["server_dataset.over_upload_total"] * (3 - fitting)
     finally:
         container.close()
 

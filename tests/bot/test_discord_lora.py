@@ -159,12 +159,22 @@ async def test_every_bad_upload_is_refused_with_its_reason_and_sizes_come_first(
     fake = h.fake
     await answer(h, w.alice, w.general, "lora dataset create", {"name": "ink"})
 
-    # too large by the size Discord announces: refused before anything is downloaded
+    # too large by the size Discord announces: that file is refused before it is downloaded,
+    # the others of the upload are added (in a direct message: the user's own datasets)
+    dm = fake.dm_channel(w.alice)
+    await answer(h, w.alice, dm, "lora dataset create", {"name": "sizes"})
     huge = ("huge.png", b"\x89PNG\r\n\x1a\n" + bytes(600 * 1024))
-    text = (await answer(h, w.alice, w.general, "lora dataset add", {"name": "ink"},
-                         attachments=[("ok.png", picture(1)), huge])).content
-    assert text.startswith("`huge.png` is 0.6 MB: images may be up to 0.5 MB.")
-    assert fake.cdn_downloads == []
+    interaction = await h.slash(w.alice, dm, "lora dataset add", {"name": "sizes"},
+                                attachments=[("04.png", picture(1)), huge])
+    await fake.wait_until(lambda: interaction.original is not None and not interaction.original.loading,
+                          timeout=RESULT_TIMEOUT, description="the answer")
+    lines = interaction.original.content.splitlines()
+    assert lines[0] == "✅ Added 1 image(s) to `sizes`, which now has 1:" and "`04.png`" in lines[1], lines
+    assert lines[2].startswith("❌") and lines[3] == "• `huge.png` is 0.6 MB: images may be up to 0.5 MB. " \
+        "Resize it or save it as JPEG or WebP, then upload it again.", lines
+    options = interaction.payload["data"]["resolved"]["attachments"]
+    huge_id = next(int(a["id"]) for a in options.values() if a["filename"] == "huge.png")
+    assert len(fake.cdn_downloads) == 1 and huge_id not in fake.cdn_downloads
 
     # a mixed upload: the good ones are added, each refused one is named with its reason
     unsafe = io.BytesIO()

@@ -693,18 +693,22 @@ class Lora(commands.Cog):
         who = caller(interaction)
         files = [a for a in (images, image2, image3, image4, image5, image6, image7, image8, image9, image10)
                  if a is not None]
-        # Sizes as Discord announces them, before a byte is downloaded.
-        await asyncio.to_thread(self.datasets.check_upload, who.scope, name, [(a.filename, a.size) for a in files])
+        # Sizes as Discord announces them, before a byte is downloaded: only the files that pass
+        # are fetched; the others are listed with their reasons beside what was added.
+        checked = await asyncio.to_thread(self.datasets.check_upload, who.scope, name,
+                                          [(a.filename, a.size) for a in files])
         await interaction.response.defer(ephemeral=True, thinking=True)
-        contents = await asyncio.gather(*(a.read() for a in files))
-        uploads = [Upload(a.filename, data) for a, data in zip(files, contents, strict=True)]
-        outcome = await asyncio.to_thread(self._add, who, name, uploads, caption)
+        wanted = [files[index] for index in checked.accepted]
+        contents = await asyncio.gather(*(a.read() for a in wanted))
+        uploads = [Upload(a.filename, data) for a, data in zip(wanted, contents, strict=True)]
+        outcome = await asyncio.to_thread(self._add, who, name, uploads, caption, checked.refused)
         await interaction.followup.send(add_text(who, name, outcome), ephemeral=True, allowed_mentions=NO_MENTIONS)
 
-    def _add(self, who: Caller, name: str, uploads: list[Upload], caption: str | None) -> AddOutcome:
+    def _add(self, who: Caller, name: str, uploads: list[Upload], caption: str | None,
+             before: Sequence[Refusal]) -> AddOutcome:
         outcome = AddOutcome()
         try:
-            outcome.take(self.datasets.add_images(who.scope, name, uploads, caption=caption))
+            outcome.take(self.datasets.add_images(who.scope, name, uploads, caption=caption, before=before))
         except UploadRefused as error:  # every file refused: list each one's reason
             outcome.refused.extend(error.refusals)
         return outcome
