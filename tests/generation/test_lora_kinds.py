@@ -11,10 +11,11 @@ from generation.engine import Engine, FolderLoraResolver
 from generation.models import ModelRegistry
 from generation.profiles import PROFILES
 from generation.request import LoraRef, Request, resolve
-from generation.training import LoraFileError
+from generation.training import LoraFileError, inspect_lora
 from generation.training.lora_files import check_lora_file
 
-ATTN = "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn1_to_q"  # a 32×32 projection of the tiny UNet
+ATTN = "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn1_to_q"  # a 64×64 projection of the tiny UNet
+CONV = "lora_unet_mid_block_resnets_0_conv1"  # 64 → 64, 3×3
 PEFT_ATTN = "unet.mid_block.attentions.0.transformer_blocks.0.attn1.to_q"
 
 
@@ -22,27 +23,27 @@ def _random(*shape: int) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(sum(shape)))
 
 
-def _lora(prefix: str = ATTN) -> dict[str, torch.Tensor]:
-    return {f"{prefix}.lora_down.weight": _random(4, 32), f"{prefix}.lora_up.weight": _random(32, 4),
-            f"{prefix}.alpha": torch.tensor(4.0)}
+def _lora() -> dict[str, torch.Tensor]:
+    return {f"{ATTN}.lora_down.weight": _random(4, 64), f"{ATTN}.lora_up.weight": _random(64, 4),
+            f"{ATTN}.alpha": torch.tensor(4.0)}
 
 
 KINDS = {  # what people download, built the way LyCORIS, kohya and PEFT name it
-    "loha": ("LyCORIS LoHa", {f"{ATTN}.hada_w1_a": _random(32, 4), f"{ATTN}.hada_w1_b": _random(4, 32),
-                              f"{ATTN}.hada_w2_a": _random(32, 4), f"{ATTN}.hada_w2_b": _random(4, 32),
+    "loha": ("LyCORIS LoHa", {f"{ATTN}.hada_w1_a": _random(64, 4), f"{ATTN}.hada_w1_b": _random(4, 64),
+                              f"{ATTN}.hada_w2_a": _random(64, 4), f"{ATTN}.hada_w2_b": _random(4, 64),
                               f"{ATTN}.alpha": torch.tensor(4.0)}),
-    "lokr": ("LyCORIS LoKr", {f"{ATTN}.lokr_w1": _random(4, 4), f"{ATTN}.lokr_w2_a": _random(8, 2),
+    "lokr": ("LyCORIS LoKr", {f"{ATTN}.lokr_w1": _random(8, 8), f"{ATTN}.lokr_w2_a": _random(8, 2),
                               f"{ATTN}.lokr_w2_b": _random(2, 8), f"{ATTN}.alpha": torch.tensor(2.0)}),
-    "dora": ("DoRA", {**_lora(), f"{ATTN}.dora_scale": _random(1, 32)}),
-    "peft-dora": ("DoRA", {f"{PEFT_ATTN}.lora_A.weight": _random(4, 32), f"{PEFT_ATTN}.lora_B.weight": _random(32, 4),
-                           f"{PEFT_ATTN}.lora_magnitude_vector": _random(32)}),
+    "dora": ("DoRA", {**_lora(), f"{ATTN}.dora_scale": _random(1, 64)}),
+    "peft-dora": ("DoRA", {f"{PEFT_ATTN}.lora_A.weight": _random(4, 64), f"{PEFT_ATTN}.lora_B.weight": _random(64, 4),
+                           f"{PEFT_ATTN}.lora_magnitude_vector": _random(64)}),
     "locon-cp": ("LoCon with CP decomposition (lora_mid)", {
-        **_lora("lora_unet_mid_block_resnets_0_conv1"),
-        "lora_unet_mid_block_resnets_0_conv1.lora_mid.weight": _random(4, 4, 3, 3)}),
-    "ia3": ("LyCORIS (IA)³", {f"{ATTN}.weight": _random(32), f"{ATTN}.on_input": torch.tensor(1.0)}),
-    "glora": ("LyCORIS GLoRA", {f"{ATTN}.a1.weight": _random(4, 32), f"{ATTN}.a2.weight": _random(32, 4),
-                                f"{ATTN}.b1.weight": _random(4, 32), f"{ATTN}.b2.weight": _random(32, 4)}),
-    "full": ("LyCORIS full (weight difference)", {f"{ATTN}.diff": _random(32, 32)}),
+        f"{CONV}.lora_down.weight": _random(4, 64, 1, 1), f"{CONV}.lora_mid.weight": _random(4, 4, 3, 3),
+        f"{CONV}.lora_up.weight": _random(64, 4, 1, 1), f"{CONV}.alpha": torch.tensor(4.0)}),
+    "ia3": ("LyCORIS (IA)³", {f"{ATTN}.weight": _random(64), f"{ATTN}.on_input": torch.tensor(1.0)}),
+    "glora": ("LyCORIS GLoRA", {f"{ATTN}.a1.weight": _random(4, 64), f"{ATTN}.a2.weight": _random(64, 4),
+                                f"{ATTN}.b1.weight": _random(4, 64), f"{ATTN}.b2.weight": _random(64, 4)}),
+    "full": ("LyCORIS full (weight difference)", {f"{ATTN}.diff": _random(64, 64)}),
 }
 
 
@@ -90,9 +91,11 @@ def test_the_header_tells_the_kind_and_the_message_says_what_to_do(folder, name)
     assert kind in error.value.message("zh-CN") and "{" not in error.value.message("zh-CN")
 
 
-def test_a_standard_lora_passes_the_header_check(folder):
+def test_a_standard_lora_passes_the_header_check(folder, tiny_engine):
     header = check_lora_file(folder / "plain.safetensors")
     assert set(header.tensors) == set(_lora())
+    assert inspect_lora(folder / "plain.safetensors", tiny_engine.load("tiny")).modules == (
+        "unet.mid_block.attentions.0.transformer_blocks.0.attn1.to_q",)  # the test's layer is a real one
 
 
 @pytest.mark.parametrize("name", list(KINDS))
