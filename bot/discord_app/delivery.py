@@ -211,7 +211,12 @@ def key_settings(request: Request, width: int, height: int, locale: str) -> str:
         parts.append(translate("imagine.result.start_image", locale, image=request.image,
                                strength=format_number(strength) if strength is not None else "—"))
     if request.hires is not None and not (request.image is not None and request.hires.scale == 1):
-        parts.append(translate("imagine.result.hires", locale, scale=format_number(request.hires.scale)))
+        hires = request.hires
+        if hires.steps is not None and hires.steps != request.steps:  # chosen apart: say how many
+            parts.append(translate("imagine.result.hires_steps", locale, scale=format_number(hires.scale),
+                                   steps=hires.steps))
+        else:
+            parts.append(translate("imagine.result.hires", locale, scale=format_number(hires.scale)))
     if request.loras:
         parts.append("LoRA " + ", ".join(ref.render() for ref in request.loras))
     if request.vary_seed is not None and request.vary_strength is not None:

@@ -94,6 +94,31 @@ def test_upscale_uses_the_parent_pixels(container):
         assert a.tobytes() == b.tobytes()
 
 
+def test_upscaling_a_low_step_image_chooses_the_refine_steps_it_needs(container):
+    """U1 on a 2-step image: 2 × 0.35 would run no refine step, so the upscale takes the fewest
+    steps that run one, and its result says how many — a button never fails on advice about flags."""
+    from bot.discord_app.delivery import key_settings
+    from generation.request import UPSCALE_STRENGTH
+
+    scope = Scope.local_operator()
+    parent = make(container, "a cat --seed 9 --size 64x64 --steps 2", scope)[0]
+    for mode in ("subtle", "creative"):
+        plan = container.images.plan_upscale(parent.record.public_id, scope, mode=mode)
+        hires = plan.request.hires
+        strength = UPSCALE_STRENGTH[mode]
+        assert int(hires.steps * strength) >= 1 and int((hires.steps - 1) * strength) < 1, (mode, hires)
+    plan = container.images.plan_upscale(parent.record.public_id, scope)
+    child = container.images.execute(plan, scope)[0]
+    with Image.open(child.path) as img:
+        assert img.size == (128, 128)
+    footer = key_settings(plan.request, 128, 128, "en")
+    assert f"hires ×2, {plan.request.hires.steps} refine steps" in footer
+    # an image with enough steps keeps them: nothing to say
+    parent = make(container, "a cat --seed 9 --size 64x64 --steps 6", scope)[0]
+    plan = container.images.plan_upscale(parent.record.public_id, scope)
+    assert plan.request.hires.steps == 6 and "refine steps" not in key_settings(plan.request, 128, 128, "en")
+
+
 def test_user_and_server_defaults_apply_in_order(container):
     with container.unit_of_work() as uow:
         uow.settings.set_guild(GUILD_A, defaults="--steps 12 --cfg 4 --sampler euler_a")
