@@ -18,12 +18,13 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from bot.cli import EXIT_OK, EXIT_USAGE, Progress, UsageError, _Parser, _wait
 
 if TYPE_CHECKING:
     from bot.container import Container
+    from bot.training_jobs import TrainingResult
     from storage.records import Scope
 
 
@@ -166,7 +167,7 @@ def cmd_train(container: Container, args: argparse.Namespace) -> int:
           f"{config.resolution} px, learning rate {config.learning_rate:g} (job {started.job_id}; "
           f"Ctrl-C cancels)", file=sys.stderr)
     progress = TrainingBar(sys.stderr, enabled=args.progress if args.progress is not None else sys.stderr.isatty())
-    result = _wait(container, started.handle, progress)
+    result = cast("TrainingResult | None", _wait(container, started.handle, progress))  # a training's result
     if result is None:  # finished in another process and its LoRA is gone since
         result = container.loras.result(started.job_id)
     lora = result.lora if result is not None else container.loras.get(_scope(args), args.name)
@@ -234,6 +235,10 @@ def cmd_delete(container: Container, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+EXPORT_FORMATS = {"kohya": "kohya keys (AUTOMATIC1111, ComfyUI, diffusers)",
+                  "diffusers": "diffusers keys (diffusers, Brushwork; --kohya for AUTOMATIC1111)"}
+
+
 def cmd_export(container: Container, args: argparse.Namespace) -> int:
     export = container.loras.export(_scope(args), args.name, kohya=args.kohya)
     out: Path = args.out
@@ -242,7 +247,7 @@ def cmd_export(container: Container, args: argparse.Namespace) -> int:
     if out.resolve() != export.path.resolve():
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(export.path, out)
-    print(f"{out}\t{human_size(export.size)}\t{'kohya (A1111, ComfyUI)' if args.kohya else 'diffusers'}")
+    print(f"{out}\t{human_size(export.size)}\t{EXPORT_FORMATS.get(export.format, export.format)}")
     return EXIT_OK
 
 
@@ -343,9 +348,11 @@ def add_lora_commands(sub: Any) -> None:
     p = actions.add_parser("delete", help="delete a LoRA (a training one is cancelled)")
     p.add_argument("name", metavar="NAME")
     p.set_defaults(handler=cmd_delete)
-    p = actions.add_parser("export", help="write a LoRA's .safetensors (--kohya: A1111/ComfyUI key names)")
+    p = actions.add_parser("export", help="write a LoRA's .safetensors (the file its images' Lora hashes name)")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--kohya", action="store_true", help="kohya key names, for AUTOMATIC1111 and ComfyUI")
+    p.add_argument("--kohya", action="store_true",
+                   help="kohya key names, for AUTOMATIC1111 (LoRAs trained here have them already; "
+                        "a diffusers-format import is converted)")
     p.add_argument("--out", type=Path, required=True, metavar="FILE", help="file (or folder) to write")
     p.set_defaults(handler=cmd_export)
     p = actions.add_parser("import", help="add an existing .safetensors LoRA (checked against the base model)")

@@ -599,6 +599,7 @@ class LoraExport:
     path: Path  # read it, attach it, copy it; do not delete it (it is the stored file or a cached export)
     filename: str  # what to call it for the user: ``ink.safetensors``, ``ink-kohya.safetensors``
     size: int
+    format: str = "kohya"  # its key names: "kohya" (A1111, ComfyUI, diffusers) or "diffusers" (not A1111)
 
 
 class ScopedLoraResolver:
@@ -916,14 +917,21 @@ class LoraService:
         return record
 
     def export(self, scope: Scope, name: str, *, kohya: bool = False) -> LoraExport:
-        """The LoRA's file: as stored (diffusers keys: diffusers, the engine, ComfyUI), or with
-        kohya's key names (AUTOMATIC1111, ComfyUI), converted once and cached."""
+        """The LoRA's file as stored: the file its images' ``Lora hashes`` name, so A1111 and
+        CivitAI find it by that hash — for a LoRA trained here, a file with kohya's key names
+        (AUTOMATIC1111, ComfyUI, diffusers); an imported one as it was uploaded.  ``kohya``:
+        with kohya's key names — the stored file itself when it has them, else converted once
+        and cached (a diffusers-format import, or a LoRA trained before exports were kohya)."""
+        from generation.training.lora_files import key_format, read_header
+
         record = self._ready(scope, name)
         path = self.files.absolute(record.file_path or "")
         if not path.is_file():
             raise ServerLoraError("server_lora.file_missing", name=record.name)
-        if not kohya:
-            return LoraExport(path=path, filename=f"{record.name}{LORA_SUFFIX}", size=path.stat().st_size)
+        stored = key_format(read_header(path, name=f"{record.name}{LORA_SUFFIX}", max_bytes=1 << 62))
+        if not kohya or stored == "kohya":
+            filename = f"{record.name}-kohya{LORA_SUFFIX}" if kohya else f"{record.name}{LORA_SUFFIX}"
+            return LoraExport(path=path, filename=filename, size=path.stat().st_size, format=stored)
         from generation.training import export_kohya
 
         target = self._kohya_cache(record)
@@ -945,8 +953,11 @@ class LoraService:
                     name: str | None = None, model: str | None = None, can_manage: bool = False) -> LoraRecord:
         """Add an existing ``.safetensors`` LoRA: size capped, pickles refused, the header read
         without loading anything, every key and shape checked against the base model
-        (``generation.training.inspect_lora``); then stored (file first) as ``ready``."""
+        (``generation.training.inspect_lora``); then stored (file first) as ``ready``.  What the
+        header alone refuses (a LyCORIS LoHa/LoKr or DoRA file…) is refused before the base
+        model is loaded."""
         from generation.training import inspect_lora
+        from generation.training.lora_files import check_lora_file
 
         _require_manage(scope, can_manage)
         if isinstance(data, (str, os.PathLike)):
@@ -962,6 +973,7 @@ class LoraService:
         name = _check_name(name if name is not None else stem, "server_lora.bad_name")
         model = model or self._registry.default
         spec = self._registry.get(model)
+        check_lora_file(data, name=filename, max_bytes=self.limits.max_import_bytes)  # before the model loads
         engine = self._engine()
         info = inspect_lora(data, engine.load(spec.name), max_bytes=self.limits.max_import_bytes, name=filename)
         with self._uow() as uow:
