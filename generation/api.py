@@ -308,8 +308,9 @@ def _lora_files(files: Mapping[str, str | PathLike[str]] | str | PathLike[str] |
 
 @dataclass(frozen=True)
 class TrainedLora:
-    """What :func:`train_lora` made: the ``.safetensors`` (diffusers keys; ``kohya_path`` with
-    kohya's, if asked), its metadata, and the samples drawn before and after training."""
+    """What :func:`train_lora` made: the ``.safetensors`` (kohya's key names: AUTOMATIC1111,
+    ComfyUI and diffusers load it, and its hash is the one images record; ``kohya_path``: a
+    copy named ``…-kohya``, if asked), its metadata, and the samples drawn before and after."""
 
     path: Path
     metadata: Mapping[str, str]
@@ -347,7 +348,8 @@ def train_lora(
     ``rank`` also sets alpha (scale 1).  ``workdir`` keeps the checkpoint and the samples:
     call again with the same one to resume an interrupted run (default: a temporary folder).
     ``on_progress`` gets a :class:`~generation.training.TrainingProgress` per step.
-    ``kohya=True`` also writes ``<out stem>-kohya.safetensors`` for AUTOMATIC1111/ComfyUI.
+    ``kohya=True`` also writes ``<out stem>-kohya.safetensors`` (the same tensors, so the same
+    A1111 hash: ``out`` already has kohya's names).
     """
     import shutil
     import tempfile

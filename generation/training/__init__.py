@@ -3,8 +3,9 @@
 * :mod:`~generation.training.config` — :class:`TrainingConfig` (frozen, validated; no torch);
 * :mod:`~generation.training.buckets` — aspect-ratio buckets and the resumable batch order (no torch);
 * :mod:`~generation.training.trainer` — :class:`LoraTrainer`: chunked, checkpointed, resumable training;
-* :mod:`~generation.training.lora_files` — :func:`export_lora` (diffusers keys), :func:`export_kohya`
-  (A1111/ComfyUI keys), :func:`inspect_lora` (import checks against a base model);
+* :mod:`~generation.training.lora_files` — :func:`export_lora` (kohya keys, which A1111, ComfyUI
+  and diffusers load; ``format="diffusers"`` for diffusers' names), :func:`export_kohya`,
+  :func:`check_lora_file` (header-only checks) and :func:`inspect_lora` (against a base model);
 * :mod:`~generation.training.errors` — :class:`TrainingError`, :class:`LoraFileError`.
 
 Importing this package is cheap: torch loads with the trainer or the LoRA file functions.
