@@ -42,6 +42,7 @@ from generation.queue.jobs import (
     Requester,
     Submission,
     UsageSample,
+    WorkerState,
     WorkerStatus,
 )
 from generation.queue.limits import QueueLimits, check_admission
@@ -56,6 +57,6 @@ __all__ = [
     "JobDone", "JobEvent", "JobFailed", "JobHandle", "JobProgress", "JobQueue", "JobQueued", "JobRequeued",
     "JobSnapshot", "JobSpec", "JobStalled", "JobStarted", "JobState", "JobStore", "JobView", "LostClaim",
     "MemoryJobStore", "Outcome", "PendingCounts", "QueueConfig", "QueueLimits", "Recovery", "Requester",
-    "RunContext", "Runner", "StepRates", "Submission", "UsageSample", "Worker", "WorkerSeam", "WorkerStatus",
+    "RunContext", "Runner", "StepRates", "Submission", "UsageSample", "Worker", "WorkerSeam", "WorkerState", "WorkerStatus",
     "check_admission", "utc_day",
 ]

@@ -38,6 +38,15 @@ class JobClass(StrEnum):
     LONG = "long"
 
 
+class WorkerState(StrEnum):
+    """What a worker's heartbeat says it is doing (stored as ``storage.records.WorkerState``)."""
+
+    IDLE = "idle"
+    BUSY = "busy"
+    HUNG = "hung"
+    STOPPED = "stopped"
+
+
 @dataclass(frozen=True, slots=True)
 class Submission:
     """What a caller asks the queue to run.
@@ -186,11 +195,14 @@ class WorkerStatus:
     device: str
     host: str
     pid: int
-    state: str  # idle, busy, hung, stopped
+    state: WorkerState
     heartbeat_at: float
     started_at: float
     running: tuple[str, ...] = ()
     stats: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state", WorkerState(self.state))
 
     def alive(self, now: float, stale_after: float) -> bool:
         """Heartbeat recent, not stopped, and (on this machine) its process still exists.
@@ -198,7 +210,7 @@ class WorkerStatus:
         The process check makes a ``kill -9`` visible at once to a restart on the same host,
         instead of after ``stale_after`` seconds.
         """
-        if self.state == "stopped" or now - self.heartbeat_at > stale_after:
+        if self.state is WorkerState.STOPPED or now - self.heartbeat_at > stale_after:
             return False
         if self.host == socket.gethostname() and self.pid != os.getpid():
             return _process_exists(self.pid)
@@ -263,5 +275,5 @@ class JobView:
 
 __all__ = [
     "Claim", "DailyUsage", "JobClass", "JobSnapshot", "JobSpec", "JobState", "JobView", "PendingCounts",
-    "Requester", "Submission", "UsageSample", "WorkerStatus",
+    "Requester", "Submission", "UsageSample", "WorkerState", "WorkerStatus",
 ]

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from generation.errors import BrushworkError, Cancelled, OutOfMemoryError, QueueError
 from generation.queue.events import JobCancelled, JobDone, JobEvent, JobFailed
-from generation.queue.jobs import Claim, JobClass, JobSpec, WorkerStatus
+from generation.queue.jobs import Claim, JobClass, JobSpec, WorkerState, WorkerStatus
 from generation.queue.runner import Continue, Failure, Finished, Outcome, PreviewSource
 from generation.queue.store import JobStore, LostClaim
 
@@ -181,11 +181,11 @@ class Worker:
 
     def status(self) -> WorkerStatus:
         if self.stopping and not self.alive:
-            state = "stopped"
+            state = WorkerState.STOPPED
         elif self.hung:
-            state = "hung"
+            state = WorkerState.HUNG
         else:
-            state = "busy" if self._busy else "idle"
+            state = WorkerState.BUSY if self._busy else WorkerState.IDLE
         return WorkerStatus(worker_id=self.worker_id, device=self.device, host=socket.gethostname(),
                             pid=os.getpid(), state=state, heartbeat_at=self.seam.now(),
                             started_at=self.started_at, running=tuple(self.running_ids()),
