@@ -7,11 +7,25 @@ A row the scope may not see raises :class:`NotFound` exactly as a missing row do
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, String, and_, bindparam, cast, func, or_, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Result,
+    String,
+    and_,
+    bindparam,
+    cast,
+    func,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from storage.errors import IdsExhausted, InvalidValue, NotFound, PermissionDenied, StaleState
@@ -51,6 +65,12 @@ class _Unset:
 
 #: "Leave this field as it is" (``None`` is a value: it clears a nullable field).
 UNSET: Final = _Unset()
+
+
+def _rowcount(result: Result[Any]) -> int:
+    """Rows an ``UPDATE`` matched (``Session.execute`` is typed for any statement; an UPDATE's
+    result is a ``CursorResult``)."""
+    return typing.cast(CursorResult[Any], result).rowcount
 
 
 def _check_limit(limit: int) -> None:
@@ -441,7 +461,7 @@ class JobRepository:
             result = self._session.execute(
                 statement.values(**values).execution_options(synchronize_session="fetch")
             )
-            matched = result.rowcount > 0
+            matched = _rowcount(result) > 0
 
         row = self._session.scalar(
             select(Job).where(Job.public_id == public_id).execution_options(populate_existing=True)
@@ -562,7 +582,7 @@ class JobRepository:
             update(Job).where(Job.public_id == public_id, Job.status == JobStatus.QUEUED.value)
             .values(status=JobStatus.CANCELLED.value, finished_at=now)
             .execution_options(synchronize_session=False))
-        if result.rowcount:
+        if _rowcount(result):
             return JobStatus.CANCELLED
         self._session.execute(
             update(Job).where(Job.public_id == public_id, Job.status == JobStatus.RUNNING.value)
@@ -615,7 +635,7 @@ class JobRepository:
             values.update(error=error, error_code=error_code, error_params=dict(error_params or {}))
         result = self._session.execute(self._claimed_by(public_id, worker_id, attempt).values(**values)
                                        .execution_options(synchronize_session=False))
-        if not result.rowcount:
+        if not _rowcount(result):
             raise self._stale(public_id, worker_id, attempt)
         return self._reload(public_id)
 
@@ -643,7 +663,7 @@ class JobRepository:
             values["checkpoint"] = dict(checkpoint)
         result = self._session.execute(self._claimed_by(public_id, worker_id, attempt).values(**values)
                                        .execution_options(synchronize_session=False))
-        if not result.rowcount:
+        if not _rowcount(result):
             raise self._stale(public_id, worker_id, attempt)
         return self._reload(public_id)
 
@@ -675,7 +695,7 @@ class JobRepository:
                 values = {"status": JobStatus.QUEUED.value, "worker_id": None, "progress": 0.0}
                 target = requeued
             result = self._session.execute(same.values(**values).execution_options(synchronize_session=False))
-            if result.rowcount:
+            if _rowcount(result):
                 target.append(row.public_id)
         return JobRecovery(tuple(requeued), tuple(failed), tuple(cancelled))
 
