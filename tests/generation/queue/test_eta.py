@@ -127,7 +127,7 @@ def test_the_queue_estimates_waiting_jobs_from_its_measured_warm_runs(make_queue
     queue = make_queue(runner)
     for value in (1, 2):  # two tiny jobs, one after the other: the first loads the model
         queue.submit(submission(value=value, cost_group="tiny", work=0.01)).wait(timeout=WAIT)
-    assert queue.rates.cold_start("tiny") >= 1.0 and queue.rates.overhead("tiny") < 0.3
+    assert queue.rates.cold_start("tiny") >= 0.9 and queue.rates.overhead("tiny") < 0.3
     runner.hold("running")
     queue.submit(submission(value="running", cost_group="tiny", work=0.01))
     runner.entered("running")
