@@ -867,7 +867,7 @@ class Lora(commands.Cog):
             for record in container.chat.owed_jobs(REF_VERSION):
                 ref = record.reply_ref
                 payload = (record.request or {}).get("training")
-                if not payload:
+                if not payload or ref is None:  # owed jobs have a reply ref; the check is for the type checker
                     continue
                 try:
                     found.append((record.public_id, dict(ref), TrainingHead.of_payload(payload)))
@@ -1005,7 +1005,8 @@ class Lora(commands.Cog):
             return
         await interaction.followup.send(
             who.t("lora_cmd.export.done", filename=export.filename, size=size_text(export.size),
-                  format=who.t("lora_cmd.export.kohya" if kohya else "lora_cmd.export.diffusers")),
+                  format=who.t("lora_cmd.export.kohya" if export.format == "kohya"
+                               else "lora_cmd.export.diffusers")),
             file=discord.File(export.path, filename=export.filename), ephemeral=True)
 
     @lora.command(name="import", description=text("Add an existing .safetensors LoRA", "lora_cmd.cmd.import"))
