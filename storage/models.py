@@ -6,7 +6,12 @@ Conventions that the migrations rely on:
 - datetimes are :class:`UTCDateTime`: stored as UTC, always read back timezone-aware;
 - defaults are callables or constants evaluated per row, never values computed at import;
 - Discord snowflakes are ``BigInteger``; surrogate keys are ``BigInteger`` except on SQLite,
-  where only ``INTEGER PRIMARY KEY`` is the auto-incrementing rowid.
+  where only ``INTEGER PRIMARY KEY`` is the auto-incrementing rowid;
+- a CHECK on a closed set of values (a job's status and class, a worker's state, a LoRA's
+  status and source) is built from its enum in :mod:`storage.records`; the names of
+  operations (``images.relation``) and job kinds (``jobs.kind``) have none since migration
+  0005 — they are checked on write against those enums, so a new operation or kind needs no
+  migration.
 
 The job queue (migration 0002) adds to ``jobs`` what claiming, batching, quotas and
 cancelling need, plus ``workers`` (heartbeats) and ``guild_usage`` (daily quotas).
@@ -17,6 +22,7 @@ Server LoRAs (migration 0003) add ``datasets``, ``dataset_images`` and ``loras``
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -41,6 +47,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, aliased, column_property, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from storage.records import JobClass, JobStatus, LoraSource, LoraStatus, WorkerState
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -49,13 +57,6 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-IMAGE_RELATIONS = ("reroll", "tweak", "upscale", "vary")
-JOB_KINDS = ("generate", "reroll", "tweak", "upscale", "vary", "train")
-JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
-JOB_CLASSES = ("interactive", "long")
-WORKER_STATES = ("idle", "busy", "hung", "stopped")
-LORA_STATUSES = ("training", "ready", "failed", "deleted")
-LORA_SOURCES = ("trained", "imported")
 
 
 def utcnow() -> datetime:
@@ -98,8 +99,10 @@ class UTCDateTime(TypeDecorator[datetime]):
 SurrogateKey = BigInteger().with_variant(Integer(), "sqlite")
 
 
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+def _in(column: str, enum: type[StrEnum]) -> str:
+    """A CHECK that ``column`` holds one of ``enum``'s values: the enum is the one list of them
+    (the migrations that made the constraint wrote the same values; a test compares)."""
+    return f"{column} IN ({', '.join(repr(member.value) for member in enum)})"
 
 
 class Base(DeclarativeBase):
@@ -122,11 +125,10 @@ class Job(Base):
 
     __tablename__ = "jobs"
     __table_args__ = (
-        CheckConstraint(_in("kind", JOB_KINDS), name="kind"),
-        CheckConstraint(_in("status", JOB_STATUSES), name="status"),
+        CheckConstraint(_in("status", JobStatus), name="status"),
         CheckConstraint("attempts >= 0", name="attempts"),
         CheckConstraint("max_attempts >= 1", name="max_attempts"),
-        CheckConstraint(_in("job_class", JOB_CLASSES), name="job_class"),
+        CheckConstraint(_in("job_class", JobClass), name="job_class"),
         CheckConstraint("images >= 1", name="images"),
         Index("ix_jobs_status_priority_created_at", "status", "priority", "created_at"),
         Index("ix_jobs_owner_id_status", "owner_id", "status"),
@@ -135,7 +137,7 @@ class Job(Base):
 
     id: Mapped[int] = mapped_column(SurrogateKey, primary_key=True)
     public_id: Mapped[str] = mapped_column(String(16), unique=True)
-    kind: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16))  # a records.JobKind, checked on write (no CHECK: 0005)
     status: Mapped[str] = mapped_column(String(16), default="queued")
     priority: Mapped[int] = mapped_column(Integer, default=0)
     owner_id: Mapped[int] = mapped_column(BigInteger)
@@ -171,7 +173,6 @@ class Image(Base):
 
     __tablename__ = "images"
     __table_args__ = (
-        CheckConstraint(f"relation IS NULL OR {_in('relation', IMAGE_RELATIONS)}", name="relation"),
         CheckConstraint("batch_index >= 0", name="batch_index"),
         CheckConstraint("file_size >= 0", name="file_size"),
         Index("ix_images_owner_id_created_at", "owner_id", "created_at"),
@@ -187,7 +188,7 @@ class Image(Base):
     message_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("images.id", ondelete="SET NULL"), index=True)
-    relation: Mapped[str | None] = mapped_column(String(16))
+    relation: Mapped[str | None] = mapped_column(String(16))  # a records.ImageRelation, checked on write (no CHECK: 0005)
     batch_index: Mapped[int] = mapped_column(Integer, default=0)
     prompt: Mapped[str] = mapped_column(Text)
     negative_prompt: Mapped[str | None] = mapped_column(Text)
@@ -224,7 +225,7 @@ class Worker(Base):
     """A queue worker's heartbeat: alive, busy, hung or stopped; what it runs; its step times."""
 
     __tablename__ = "workers"
-    __table_args__ = (CheckConstraint(_in("state", WORKER_STATES), name="state"),)
+    __table_args__ = (CheckConstraint(_in("state", WorkerState), name="state"),)
 
     worker_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     device: Mapped[str] = mapped_column(String(64))
@@ -352,8 +353,8 @@ class Lora(Base):
     __tablename__ = "loras"
     __table_args__ = (
         UniqueConstraint("scope_key", "name_key"),
-        CheckConstraint(_in("status", LORA_STATUSES), name="status"),
-        CheckConstraint(_in("source", LORA_SOURCES), name="source"),
+        CheckConstraint(_in("status", LoraStatus), name="status"),
+        CheckConstraint(_in("source", LoraSource), name="source"),
         CheckConstraint("size_bytes >= 0", name="size_bytes"),
     )
 

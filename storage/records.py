@@ -2,6 +2,17 @@
 
 All frozen dataclasses.  JSON-ish fields are plain ``dict``/``list`` values as read; treat them
 as read-only.  Datetimes are timezone-aware UTC.
+
+Storage imports none of our other packages (``tests/storage/test_storage_boundaries.py``), so
+the enums and values it shares with the engine are written here a second time — and
+``tests/storage/test_value_mirrors.py`` proves each one equal to the engine's, member by
+member and field by field: ``ImageRelation`` = ``generation.operations.Relation``;
+``JobKind`` = "generate", those operations and "train"; ``JobStatus`` = the queue's
+``JobState``; ``JobClass``, ``WorkerState``; ``JobCounts`` = ``PendingCounts``,
+``JobRecovery`` = ``Recovery``, ``UsageRecord`` ⊇ ``DailyUsage``, ``WorkerRecord`` ≅
+``WorkerStatus``.  The database's CHECK constraints are built from these enums
+(:mod:`storage.models`), except for operation names and job kinds: those are checked on write
+(:func:`coerce_enum`), so a new operation or kind needs no migration.
 """
 
 from __future__ import annotations
@@ -18,7 +29,7 @@ E = TypeVar("E", bound=StrEnum)
 
 
 class ImageRelation(StrEnum):
-    """How an image was made from its parent."""
+    """How an image was made from its parent (``generation.operations.Relation``)."""
 
     REROLL = "reroll"
     TWEAK = "tweak"
@@ -27,6 +38,8 @@ class ImageRelation(StrEnum):
 
 
 class JobKind(StrEnum):
+    """What a job does: a plain generation, one of the operations, or a LoRA training."""
+
     GENERATE = "generate"
     REROLL = "reroll"
     TWEAK = "tweak"
@@ -43,6 +56,8 @@ class JobClass(StrEnum):
 
 
 class WorkerState(StrEnum):
+    """What a worker's heartbeat says it is doing (``generation.queue.WorkerState``)."""
+
     IDLE = "idle"
     BUSY = "busy"
     HUNG = "hung"
@@ -50,6 +65,8 @@ class WorkerState(StrEnum):
 
 
 class JobStatus(StrEnum):
+    """Where a job is in its life (``generation.queue.JobState``)."""
+
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"
@@ -267,6 +284,9 @@ class FinishedUsage:
 
 @dataclass(frozen=True, slots=True)
 class WorkerRecord:
+    """A worker's heartbeat row: ``generation.queue.WorkerStatus`` field by field, in storage's
+    own types (UTC datetimes, lists)."""
+
     worker_id: str
     device: str
     host: str
