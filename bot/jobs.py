@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from bot.services import ComparePlan, GenerationPlan, SavedImage, encode_png, new_image_row
 from generation.batching import batch_key, hires_steps_run, work_units
@@ -46,13 +46,15 @@ from generation.queue import (
     RunContext,
     Submission,
     UsageSample,
+    WorkerState,
     WorkerStatus,
 )
 from generation.request import Request
 from storage.archive import save_job_images
 from storage.errors import NotFound, StaleState
 from storage.files import ImageStore
-from storage.records import JobRecord, JobStatus, NewImage, NewJob, Scope
+from storage.records import JobClass as StoredJobClass
+from storage.records import JobKind, JobRecord, JobStatus, NewImage, NewJob, Scope, coerce_enum
 from storage.unit_of_work import UnitOfWork
 
 if TYPE_CHECKING:
@@ -108,7 +110,8 @@ def plan_of(spec: JobSpec) -> GenerationPlan:
 # -- comparisons: one job, several incompatible requests ------------------------------------
 
 #: The payload key of a comparison job (``{"compare": ComparePlan.to_dict()}``).  Its job kind
-#: stays ``generate`` (the jobs table's kinds are fixed by the schema); the payload tells them apart.
+#: is ``generate``; the payload tells them apart.  (A kind of its own would now be one
+#: ``storage.records.JobKind`` member: since migration 0005 the schema lists no kinds.)
 COMPARE_KEY = "compare"
 
 
@@ -203,10 +206,10 @@ class SqlJobStore:
 
     # -- submitting -----------------------------------------------------------------
     def add(self, submission: Submission) -> JobSpec:
-        new = NewJob(kind=submission.kind, owner_id=submission.owner, request=dict(submission.payload),
-                     guild_id=submission.guild, channel_id=submission.channel, priority=submission.priority,
-                     max_attempts=submission.max_attempts, reply_ref=submission.reply_ref,
-                     job_class=submission.job_class.value, batch_key=submission.batch_key,
+        new = NewJob(kind=coerce_enum(JobKind, submission.kind, "kind"), owner_id=submission.owner,
+                     request=dict(submission.payload), guild_id=submission.guild, channel_id=submission.channel,
+                     priority=submission.priority, max_attempts=submission.max_attempts, reply_ref=submission.reply_ref,
+                     job_class=StoredJobClass(submission.job_class.value), batch_key=submission.batch_key,
                      images=submission.images, work=submission.work, cost_group=submission.cost_group)
         with self._uow() as uow:
             record = uow.jobs.add(new, public_id=submission.job_id)
@@ -324,7 +327,7 @@ class SqlJobStore:
         operator = Scope.local_operator()
         with self._uow() as uow:
             job = uow.jobs.get(job_id, operator)
-            if job.kind.value == "train":  # its result is a LoRA, not images
+            if job.kind is JobKind.TRAIN:  # its result is a LoRA, not images
                 from bot.training_jobs import training_result
 
                 return training_result(uow, job)
@@ -345,7 +348,7 @@ class SqlJobStore:
         with self._uow() as uow:
             rows = uow.workers.all()
         return [WorkerStatus(worker_id=row.worker_id, device=row.device, host=row.host, pid=row.pid,
-                             state=row.state.value, heartbeat_at=row.heartbeat_at.timestamp(),
+                             state=WorkerState(row.state.value), heartbeat_at=row.heartbeat_at.timestamp(),
                              started_at=row.started_at.timestamp(), running=tuple(row.running), stats=row.stats)
                 for row in rows]
 
@@ -458,7 +461,8 @@ class GenerationRunner:
         results: list[Any] = []
         for number, chunk in enumerate(chunks):
             on_step = _ProgressRelay(context, chunk, number, len(chunks))
-            inits = [item.init for item in chunk] if chunk[0].init is not None else None
+            # all or none of a chunk start from a picture ("starts from an image" is in the batch key)
+            inits = cast("list[Image.Image]", [item.init for item in chunk]) if chunk[0].init is not None else None
             results.extend(engine.generate([item.request for item in chunk], init_images=inits, on_step=on_step,
                                            should_abort=context.should_abort,
                                            vae_tiling=True if context.low_memory else None,
