@@ -3,7 +3,8 @@
 ``storage`` imports none of our other packages (``test_storage_boundaries.py``), so the
 enums and values it shares with ``generation`` are written twice; these tests are what keeps
 the copies from drifting: enum by enum (names, values, order), value by value (fields and
-defaults), and the database's CHECK constraints against the enums they are built from.
+defaults), the database's CHECK constraints against the enums they are built from, and the
+public-id alphabet the engine names pictures with.
 """
 
 from __future__ import annotations
@@ -101,3 +102,14 @@ def test_operation_names_and_job_kinds_have_no_check():
     checks = _model_checks()
     assert not [text for text in checks["jobs"] if "kind" in text]
     assert not [text for text in checks["images"] if "relation" in text]
+
+
+def test_the_engines_picture_ids_use_storages_id_alphabet_and_length():
+    """``generation.api`` names pictures with ids shaped like stored ones (``--image`` reads either)."""
+    from PIL import Image
+
+    from generation.api import IMAGE_ID_ALPHABET, _picture_id
+    from storage.ids import ALPHABET, is_public_id
+
+    assert IMAGE_ID_ALPHABET == ALPHABET
+    assert is_public_id(_picture_id(Image.new("RGB", (8, 8))))
