@@ -218,6 +218,23 @@ class Followed:
     plan: GenerationPlan | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Submit:
+    """One request to store: the checked plan, where its answers go, the id its ✖ carries."""
+
+    prepared: Prepared
+    reply_ref: dict[str, Any] | None
+    job_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyRecord:
+    """Where a stored job's answers go, to write into its row (its acknowledgement's message)."""
+
+    job_id: str
+    reply_ref: dict[str, Any]
+
+
 class _PendingSnapshot:
     """Who has how many jobs waiting or running, from one read of the store at most every ``ttl``
     seconds: the pre-acknowledgement admission check needs no query per request.  It may be a
@@ -322,6 +339,9 @@ class ChatService:
         self._locales = _LocaleCache()
         self._settings = _TtlCache(SETTINGS_TTL_S)
         self._pending = _PendingSnapshot(lambda: self._queue().store.active(), PENDING_TTL_S)
+        self._eta_lock = threading.Lock()
+        self._eta: float | None = None
+        self._eta_at = float("-inf")
 
     # ================================================================== planning (reads only)
     def prepare_imagine(self, origin: Origin, text: str, options: ImagineOptions = ImagineOptions()) -> Prepared:
@@ -396,7 +416,19 @@ class ChatService:
         except QueueError:  # the snapshot may count jobs that just finished: refuse only on exact counts
             counts = queue.admit(submission)
         return Prepared(plan=plan, origin=origin, screened=screened, waiting=counts.total,
-                        eta_s=queue.queue_eta() if counts.total else None)
+                        eta_s=self._queue_eta() if counts.total else None)
+
+    def _queue_eta(self) -> float | None:
+        """How long what waits will take, recomputed at most every :data:`PENDING_TTL_S` seconds
+        (it walks the whole queue; a burst of acknowledgements needs it once, not per request)."""
+        now = time.monotonic()
+        with self._eta_lock:
+            if now - self._eta_at < PENDING_TTL_S:
+                return self._eta
+        eta = self._queue().queue_eta()
+        with self._eta_lock:
+            self._eta, self._eta_at = eta, now
+        return eta
 
     # ================================================================== settings, briefly cached
     def _guild_settings(self, guild_id: int) -> GuildSettingsRecord:
@@ -432,12 +464,38 @@ class ChatService:
     def submit(self, prepared: Prepared, reply_ref: dict[str, Any] | None, *,
                job_id: str | None = None) -> JobHandle:
         """Store and queue the job, with where its answers go; the queue re-checks its limits.
-        ``job_id``: the id the acknowledgement's ✖ already carries (used unless taken)."""
-        origin = prepared.origin
-        handle = self._queue().submit(plan_submission(prepared.plan, origin.scope, channel_id=origin.channel_id,
-                                                      reply_ref=reply_ref, job_id=job_id))
-        self._pending.added(origin.user_id, origin.guild_id, prepared.plan.request.count)
-        return handle
+        ``job_id``: the id the acknowledgement's ✖ carries (used unless taken)."""
+        outcome = self.submit_many([Submit(prepared, reply_ref, job_id)])[0]
+        if isinstance(outcome, BrushworkError):
+            raise outcome
+        return outcome
+
+    def submit_many(self, requests: Sequence[Submit]) -> list[JobHandle | BrushworkError]:
+        """:meth:`submit` for requests that arrived together: one transaction for all of them
+        (:meth:`generation.queue.JobQueue.submit_many`); each outcome is its handle or the
+        queue's refusal."""
+        submissions = [plan_submission(r.prepared.plan, r.prepared.origin.scope, channel_id=r.prepared.origin.channel_id,
+                                       reply_ref=r.reply_ref, job_id=r.job_id) for r in requests]
+        outcomes: list[JobHandle | BrushworkError] = list(self._queue().submit_many(submissions))
+        for request, outcome in zip(requests, outcomes, strict=True):
+            if not isinstance(outcome, BrushworkError):
+                origin = request.prepared.origin
+                self._pending.added(origin.user_id, origin.guild_id, request.prepared.plan.request.count)
+        return outcomes
+
+    def write_many(self, writes: Sequence[Submit | ReplyRecord]) -> list[JobHandle | BrushworkError | None]:
+        """The bot's writes that arrived together (:class:`~bot.group_commit.GroupCommit`): the new
+        jobs in one transaction, then the reply references in one more.  One outcome per write:
+        a job's handle or refusal; ``None`` for a reference."""
+        submits = [w for w in writes if isinstance(w, Submit)]
+        stored = iter(self.submit_many(submits) if submits else [])
+        records = [w for w in writes if isinstance(w, ReplyRecord)]
+        if records:
+            with self._uow() as uow:
+                for record in records:
+                    uow.jobs.update(record.job_id, reply_ref=record.reply_ref)
+                uow.commit()
+        return [next(stored) if isinstance(w, Submit) else None for w in writes]
 
     # ================================================================== references
     def resolve_image(self, origin: Origin, text: str) -> str:

@@ -149,6 +149,14 @@ def _epoch(moment: datetime | None) -> float | None:
     return moment.timestamp() if moment is not None else None
 
 
+def _new_job(submission: Submission) -> NewJob:
+    return NewJob(kind=coerce_enum(JobKind, submission.kind, "kind"), owner_id=submission.owner,
+                  request=dict(submission.payload), guild_id=submission.guild, channel_id=submission.channel,
+                  priority=submission.priority, max_attempts=submission.max_attempts, reply_ref=submission.reply_ref,
+                  job_class=StoredJobClass(submission.job_class.value), batch_key=submission.batch_key,
+                  images=submission.images, work=submission.work, cost_group=submission.cost_group)
+
+
 def _spec(record: JobRecord) -> JobSpec:
     return JobSpec(
         job_id=record.public_id, seq=record.id, kind=record.kind.value, owner=record.owner_id,
@@ -206,21 +214,26 @@ class SqlJobStore:
 
     # -- submitting -----------------------------------------------------------------
     def add(self, submission: Submission) -> JobSpec:
-        new = NewJob(kind=coerce_enum(JobKind, submission.kind, "kind"), owner_id=submission.owner,
-                     request=dict(submission.payload), guild_id=submission.guild, channel_id=submission.channel,
-                     priority=submission.priority, max_attempts=submission.max_attempts, reply_ref=submission.reply_ref,
-                     job_class=StoredJobClass(submission.job_class.value), batch_key=submission.batch_key,
-                     images=submission.images, work=submission.work, cost_group=submission.cost_group)
+        return self.add_many([submission])[0]
+
+    def add_many(self, submissions: Sequence[Submission]) -> list[JobSpec]:
         with self._uow() as uow:
-            record = uow.jobs.add(new, public_id=submission.job_id)
+            records = uow.jobs.add_many([(_new_job(submission), submission.job_id) for submission in submissions])
             uow.commit()
-        return _spec(record)
+        return [_spec(record) for record in records]
 
     def pending_counts(self, owner: int, guild: int | None) -> PendingCounts:
         with self._uow() as uow:
             counts = uow.jobs.counts(owner, guild)
         return PendingCounts(user=counts.user, guild=counts.guild, total=counts.total,
                              guild_images=counts.guild_images)
+
+    def pending_counts_many(self, keys: Sequence[tuple[int, int | None]]) -> dict[tuple[int, int | None],
+                                                                                   PendingCounts]:
+        with self._uow() as uow:
+            counts = uow.jobs.counts_many(keys)
+        return {key: PendingCounts(user=c.user, guild=c.guild, total=c.total, guild_images=c.guild_images)
+                for key, c in counts.items()}
 
     def daily_usage(self, guild: int, day: str) -> DailyUsage:
         with self._uow() as uow:

@@ -16,17 +16,17 @@ language stored for the user (recorded from their interactions) or the server's.
 from __future__ import annotations
 
 import asyncio
-import functools
 import io
 import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.chat import Origin, Prepared
+from bot.chat import Origin, Prepared, ReplyRecord, Submit
 from bot.discord_app.components import RemixModal, modal_values, status_view
 from bot.discord_app.context import (
     caller,
@@ -38,6 +38,7 @@ from bot.discord_app.context import (
 )
 from bot.discord_app.delivery import NUMBER_EMOJI, InfoCard, ReplyRef, ack_text, file_info_card, info_card
 from bot.discord_app.follow import NO_MENTIONS, mention_only
+from bot.group_commit import GroupCommit
 from generation.errors import BrushworkError
 from generation.i18n import normalize_locale, translate
 from generation.queue import JobState
@@ -46,6 +47,7 @@ from storage.ids import new_public_id
 if TYPE_CHECKING:
     from bot.chat import ChatService, ImageInfo
     from bot.discord_app.client import BrushworkBot
+    from generation.queue import JobHandle
 
 log = logging.getLogger("brushwork.discord")
 
@@ -72,12 +74,18 @@ class Actions:
         # in a pool of their own; job inserts (SQLite takes one writer at a time) in one thread.
         self._ack_lane = ThreadPoolExecutor(max_workers=ACK_THREADS, thread_name_prefix="brushwork-ack")
         self._write_lane = ThreadPoolExecutor(max_workers=1, thread_name_prefix="brushwork-submit")
+        # Jobs are stored before they are acknowledged, and every write of the bot's goes through
+        # this one thread, grouped (SQLite's busy-wait between two writers of one process would
+        # cost more than the writes themselves).
+        self._writer: GroupCommit[Submit | ReplyRecord, Any] = GroupCommit(
+            lambda items: self.chat.write_many(items), name="brushwork-writes")
 
     def close(self) -> None:
         if self._locale_flush is not None:
             self._locale_flush.cancel()
         self._ack_lane.shutdown(wait=False, cancel_futures=True)
         self._write_lane.shutdown(wait=False, cancel_futures=True)
+        self._writer.close()
 
     @property
     def chat(self) -> ChatService:
@@ -85,7 +93,7 @@ class Actions:
 
     # ================================================================== starting a job
     async def start(self, interaction: discord.Interaction, prepare: Callable[[Origin], Prepared]) -> None:
-        """Check → acknowledge (public) → store the job → follow it.  Mistakes: ephemeral."""
+        """Check → store the job → acknowledge (public) → follow it.  Mistakes: ephemeral."""
         who = caller(interaction)
         self._remember_locale(who.user_id, who.locale)
         if not await self._may_post(interaction, who):
@@ -95,29 +103,30 @@ class Actions:
         except BrushworkError as error:
             await self._privately(interaction, error.message(who.locale))
             return
-        job_id = new_public_id()  # chosen now, so the acknowledgement itself carries ✖ Cancel
-        ack = {"content": ack_text(prepared, who.locale), "view": status_view(job_id, who.locale),
-               "allowed_mentions": NO_MENTIONS}
-        if interaction.response.is_done():  # deferred while a picture was fetched: the ack replaces "thinking…"
-            message_id = (await interaction.edit_original_response(**ack)).id
-        else:
-            response = await interaction.response.send_message(**ack)
-            message_id = response.message_id
-            if message_id is None:
-                message_id = (await interaction.original_response()).id
         ref = ReplyRef(user=who.user_id, channel=who.channel_id, guild=who.guild_id, locale=who.locale,
                        via="interaction", app=interaction.application_id, token=interaction.token,
-                       message=message_id, created=interaction.created_at.timestamp(),
+                       message=None, created=interaction.created_at.timestamp(),
                        limit=interaction.filesize_limit, screened=prepared.screened)
-
-        async def refused(text: str) -> None:
-            try:
-                await interaction.delete_original_response()
-            except discord.HTTPException:
-                pass
-            await interaction.followup.send(text, ephemeral=True)
-
-        await self._submit(prepared, ref, refused, job_id)
+        try:  # durable before it is acknowledged: a "queued" message always stands for a stored job
+            handle = await self._store(prepared, ref)
+        except BrushworkError as error:  # the queue filled up since the check
+            await self._privately(interaction, error.message(who.locale))
+            return
+        ack = {"content": ack_text(prepared, who.locale), "view": status_view(handle.job_id, who.locale),
+               "allowed_mentions": NO_MENTIONS}
+        message_id: int | None = None
+        try:
+            if interaction.response.is_done():  # deferred while a picture was fetched: the ack replaces "thinking…"
+                message_id = (await interaction.edit_original_response(**ack)).id
+            else:
+                response = await interaction.response.send_message(**ack)
+                message_id = response.message_id
+                if message_id is None:
+                    message_id = (await interaction.original_response()).id
+        except discord.HTTPException as error:  # the job is stored: its follower finds or makes a status message
+            log.warning("could not acknowledge job %s (%s %s)", handle.job_id, error.status, error.code)
+        self.bot.followers.follow(handle.job_id, replace(ref, message=message_id), prepared.plan,
+                                  fresh=message_id is not None, record=True)
 
     async def start_from_picture(self, interaction: discord.Interaction, picture: discord.Attachment,
                                  prepare: Callable[[Origin, str], Prepared]) -> None:
@@ -169,19 +178,16 @@ class Actions:
         the writes (job inserts, image rows) queued in the default executor."""
         return await asyncio.get_running_loop().run_in_executor(self._ack_lane, prepare, origin)
 
-    async def _submit(self, prepared: Prepared, ref: ReplyRef, refused: Callable[[str], Any],
-                      job_id: str) -> str | None:
-        """Store the job under ``job_id`` (the id its acknowledgement's ✖ carries) and follow it.
-        Should the store pick another id (``job_id`` taken: next to impossible), the follower's
-        first status edit carries the right button; a click before that answers "not found"."""
-        submit = functools.partial(self.chat.submit, prepared, ref.to_dict(), job_id=job_id)
-        try:
-            handle = await asyncio.get_running_loop().run_in_executor(self._write_lane, submit)
-        except BrushworkError as error:  # the queue filled up between the check and now
-            await refused(error.message(ref.locale))
-            return None
-        self.bot.followers.follow(handle.job_id, ref, prepared.plan, fresh=handle.job_id == job_id)
-        return handle.job_id
+    async def _store(self, prepared: Prepared, ref: ReplyRef) -> JobHandle:
+        """Store the job (the queue checks its limits again: a :class:`BrushworkError` says why it
+        refused).  Requests that arrive together are written in one transaction
+        (:class:`~bot.group_commit.GroupCommit`), so a burst does not queue up behind itself."""
+        future = self._writer.submit(Submit(prepared, ref.to_dict(), new_public_id()))
+        return await asyncio.wrap_future(future)
+
+    async def record_reply(self, job_id: str, ref: ReplyRef) -> None:
+        """Write where a stored job's answers go (its status message), grouped with the other writes."""
+        await asyncio.wrap_future(self._writer.submit(ReplyRecord(job_id, ref.to_dict()), urgent=False))
 
     def _remember_locale(self, user_id: int, locale: str) -> None:
         """Record the user's Discord language (answers to reactions use it): only changes, written
@@ -406,25 +412,30 @@ class Actions:
         except BrushworkError as error:
             await self._say(channel, origin, f"{mention} {error.message(origin.locale)}")
             return
-        job_id = new_public_id()
-        message = await self._say(channel, origin, ack_text(prepared, origin.locale, mention=mention),
-                                  view=status_view(job_id, origin.locale))
-        if message is None:  # neither the channel nor a direct message took the acknowledgement:
-            return           # nothing was claimed, nothing is queued (the log says why)
-        # The job's answers go where its acknowledgement went: the channel, or the direct message.
         limit = guild.filesize_limit if guild is not None else 10 * 1024 * 1024
-        ref = ReplyRef(user=origin.user_id, channel=message.channel.id, guild=origin.guild_id, locale=origin.locale,
-                       via="channel", message=message.id, created=time.time(), limit=limit,
-                       screened=prepared.screened)
+        ref = ReplyRef(user=origin.user_id, channel=origin.channel_id, guild=origin.guild_id, locale=origin.locale,
+                       via="channel", message=None, created=time.time(), limit=limit, screened=prepared.screened)
+        try:  # stored first: the acknowledgement always stands for a job that exists
+            handle = await self._store(prepared, ref)
+        except BrushworkError as error:
+            await self._say(channel, origin, f"{mention} {error.message(origin.locale)}")
+            return
+        message = await self._say(channel, origin, ack_text(prepared, origin.locale, mention=mention),
+                                  view=status_view(handle.job_id, origin.locale))
+        if message is None:  # neither the channel nor a direct message took it: nobody knows of this job
+            await asyncio.to_thread(self._withdraw, origin, handle.job_id, ref)
+            return
+        # The job's answers go where its acknowledgement went: the channel, or the direct message.
+        ref = replace(ref, message=message.id, channel=message.channel.id)
+        self.bot.followers.follow(handle.job_id, ref, prepared.plan, fresh=True, record=True)
 
-        async def refused(text: str) -> None:
-            try:
-                await message.edit(content=f"{mention} {text}"[:2000], view=None,
-                                   allowed_mentions=mention_only(origin.user_id))
-            except discord.HTTPException:
-                pass
-
-        await self._submit(prepared, ref, refused, job_id)
+    def _withdraw(self, origin: Origin, job_id: str, ref: ReplyRef) -> None:
+        """Cancel a stored job that could not be announced anywhere, and mark its answer given."""
+        try:
+            self.chat.cancel(origin, job_id)
+            self.chat.finish_reply(job_id, ref.to_dict())
+        except Exception:
+            log.warning("could not withdraw job %s, which nobody was told about", job_id, exc_info=True)
 
     async def _say(self, channel: Any, origin: Origin, text: str, **fields: Any) -> discord.Message | None:
         """A channel message mentioning the user; when the channel does not take it (even after

@@ -153,7 +153,7 @@ class Status:
 
 
 def ack_text(prepared: Prepared, locale: str, *, mention: str | None = None) -> str:
-    """The acknowledgement, sent before the job is even stored (the queue said it would admit it)."""
+    """The acknowledgement of a stored job: what it is, and how much waits before it."""
     plan = prepared.plan
     lines = [headline(plan.kind, plan.request.prompt, plan.parent_public_id, locale, mention=mention)]
     if prepared.waiting:

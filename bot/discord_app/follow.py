@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import discord
 
@@ -113,6 +113,20 @@ class Outbox:
         channel = await self.channel()
         await channel.get_partial_message(message_id).edit(**fields)  # type: ignore[attr-defined]
         return True
+
+    async def original(self) -> int | None:
+        """The id of the interaction's original response (its acknowledgement) while the token
+        lives; None when there is none: the interaction was never answered, or the token is gone."""
+        if self.expired or self.ref.via != "interaction":
+            return None
+        try:
+            # discord.py's partial webhook fetches by id; Discord's route also takes "@original"
+            message = await self._webhook().fetch_message(cast(int, "@original"))
+        except discord.HTTPException as error:
+            if self._token_gone(error) or error.status == 404:
+                return None
+            raise
+        return message.id
 
     async def followup(self, **fields: Any) -> discord.Message | None:
         """A further message of this job's answer (results that need more than one message)."""
@@ -217,9 +231,10 @@ class JobFollower:
     """Follows one job: status edits while it waits and runs, then its result or error."""
 
     def __init__(self, bot: BrushworkBot, job_id: str, ref: ReplyRef, plan: GenerationPlan | None, *,
-                 fresh: bool = False) -> None:
+                 fresh: bool = False, record: bool = False) -> None:
         self.bot = bot
         self.fresh = fresh
+        self.record = record  # the job was stored before its acknowledgement: record where that went
         self.job_id = job_id
         self.ref = ref
         self.plan = plan
@@ -244,6 +259,7 @@ class JobFollower:
         return headline(plan.kind, plan.request.prompt, plan.parent_public_id, self.ref.locale, mention=mention)
 
     async def run(self) -> None:
+        await self._status_message()
         handle = self.bot.container.queue.handle(self.job_id)
         # A fresh acknowledgement already says where the job stands: the first edit waits its turn
         # too (a burst of requests is not followed by a burst of edits).
@@ -262,6 +278,36 @@ class JobFollower:
             await self.cancelled()
 
     # ------------------------------------------------------------------ while it runs
+    async def _status_message(self) -> None:
+        """Jobs are stored before they are acknowledged: make sure this one has a status message,
+        and that its row says which.  A reference without a message (the bot stopped, or Discord
+        failed, between storing the job and acknowledging it): the interaction's original
+        response if there is one, else a new status message in the channel (or by direct
+        message) that mentions the user."""
+        ref, record = self.ref, self.record
+        if ref.message is None:
+            try:
+                found = await self.outbox.original()
+                if found is not None:
+                    ref = replace(ref, message=found)
+                else:
+                    status = Status(translate("imagine.status.not_acknowledged", ref.locale))
+                    posted = await self.outbox.post(content=status_text(self.head(), status),
+                                                    view=status_view(self.job_id, ref.locale))
+                    if posted is not None:
+                        ref = replace(ref, via="channel", message=posted.id, channel=posted.channel.id)
+            except (discord.HTTPException, OSError, RuntimeError) as error:
+                log.warning("job %s has no status message and none could be made (%s): its answer will be posted",
+                            self.job_id, error)
+            record = ref != self.ref
+        self.ref = ref
+        self.outbox.ref = ref
+        if record:
+            try:
+                await self.bot.actions.record_reply(self.job_id, ref)
+            except Exception:
+                log.warning("could not record the status message of job %s", self.job_id, exc_info=True)
+
     def _status(self, event: JobEvent) -> Status | None:
         """The status line for ``event``, with its preview only every ``preview_interval`` seconds."""
         status = status_for(event, self.ref.locale)
@@ -458,9 +504,10 @@ class Followers(FollowerTasks):
         self.bot = bot
 
     def follow(self, job_id: str, ref: ReplyRef, plan: GenerationPlan | None, *,
-               fresh: bool = False) -> asyncio.Task[None]:
-        """Follow ``job_id``; ``fresh``: its status message was written just now (the acknowledgement)."""
-        return self.start(JobFollower(self.bot, job_id, ref, plan, fresh=fresh))
+               fresh: bool = False, record: bool = False) -> asyncio.Task[None]:
+        """Follow ``job_id``; ``fresh``: its status message was written just now (the acknowledgement);
+        ``record``: the job's row does not know that message yet (it was stored before it)."""
+        return self.start(JobFollower(self.bot, job_id, ref, plan, fresh=fresh, record=record))
 
     async def resume(self) -> int:
         """Follow again every job whose chat answer is owed (after a restart)."""

@@ -138,15 +138,45 @@ class JobQueue:
     # ================================================================== submitting
     def submit(self, submission: Submission) -> JobHandle:
         """Check the limits, store the job, queue it; raises :class:`QueueError` when refused."""
+        outcome = self.submit_many([submission])[0]
+        if isinstance(outcome, QueueError):
+            raise outcome
+        return outcome
+
+    def submit_many(self, submissions: Sequence[Submission]) -> list[JobHandle | QueueError]:
+        """:meth:`submit` for several jobs that arrived together: each is admitted in turn — the
+        ones admitted before it count against the limits, as if submitted one by one — and the
+        admitted are stored in ONE transaction (a burst of requests costs one commit), then queued.
+        One outcome per submission, in order: its handle, or the :class:`QueueError` refusing it.
+        A failing store raises for all (none was stored)."""
+        refusals: list[QueueError | None] = []  # per submission: why it was refused, or None
         with self._admission:  # concurrent submits of this process cannot both squeeze under a limit
-            self.admit(submission)
-            spec = self.store.add(submission)
+            keys = list(dict.fromkeys((s.owner, s.guild) for s in submissions))
+            stored = self.store.pending_counts_many(keys) if keys else {}
+            admitted: list[Submission] = []
+            for submission in submissions:
+                key = (submission.owner, submission.guild)
+                try:
+                    self.admit(submission, _plus(stored[key], submission, admitted))
+                except QueueError as error:
+                    refusals.append(error)
+                    continue
+                admitted.append(submission)
+                refusals.append(None)
+            specs = iter(self.store.add_many(admitted) if admitted else [])
+        handles: list[JobHandle | QueueError] = []
         with self._lock:
-            track = self._track(spec.job_id, JobState.QUEUED)
-            track.spec = spec
-            if self._started:
-                self._schedule(track, spec)
-        return JobHandle(self, spec.job_id)
+            for refusal in refusals:
+                if refusal is not None:
+                    handles.append(refusal)
+                    continue
+                spec = next(specs)
+                track = self._track(spec.job_id, JobState.QUEUED)
+                track.spec = spec
+                if self._started:
+                    self._schedule(track, spec)
+                handles.append(JobHandle(self, spec.job_id))
+        return handles
 
     def admit(self, submission: Submission, counts: PendingCounts | None = None) -> PendingCounts:
         """Raise :class:`QueueError` if :meth:`submit` would refuse ``submission`` now (limits,
@@ -746,3 +776,14 @@ def _remote_progress(snap: JobSnapshot) -> JobProgress:
 
 
 __all__ = ["JobQueue", "QueueConfig"]
+
+
+def _plus(counts: PendingCounts, submission: Submission, before: Sequence[Submission]) -> PendingCounts:
+    """``counts`` (read from the store) with the jobs admitted ``before`` in the same batch added."""
+    if not before:
+        return counts
+    guild = submission.guild
+    same_guild = [s for s in before if guild is not None and s.guild == guild]
+    return PendingCounts(user=counts.user + sum(1 for s in before if s.owner == submission.owner),
+                         guild=counts.guild + len(same_guild), total=counts.total + len(before),
+                         guild_images=counts.guild_images + sum(s.images for s in same_guild))

@@ -56,7 +56,17 @@ class JobStore(Protocol):
     # -- submitting -----------------------------------------------------------------
     def add(self, submission: Submission) -> JobSpec: ...
 
+    def add_many(self, submissions: Sequence[Submission]) -> list[JobSpec]:
+        """:meth:`add` for several jobs in ONE transaction (all or none), in order: requests that
+        arrive together cost one commit (the bot writes a job before acknowledging it)."""
+        ...
+
     def pending_counts(self, owner: int, guild: int | None) -> PendingCounts: ...
+
+    def pending_counts_many(self, keys: Sequence[tuple[int, int | None]]) -> dict[tuple[int, int | None],
+                                                                                   PendingCounts]:
+        """:meth:`pending_counts` for several (owner, server) pairs at once."""
+        ...
 
     def daily_usage(self, guild: int, day: str) -> DailyUsage: ...
 
@@ -152,6 +162,14 @@ class MemoryJobStore:
                 guild=spec.guild, job_class=spec.job_class, priority=spec.priority, images=spec.images,
                 work=spec.work, cost_group=spec.cost_group, max_attempts=spec.max_attempts, created_at=now)
             return spec
+
+    def add_many(self, submissions: Sequence[Submission]) -> list[JobSpec]:
+        with self._lock:
+            return [self.add(submission) for submission in submissions]
+
+    def pending_counts_many(self, keys: Sequence[tuple[int, int | None]]) -> dict[tuple[int, int | None],
+                                                                                   PendingCounts]:
+        return {key: self.pending_counts(*key) for key in keys}
 
     def pending_counts(self, owner: int, guild: int | None) -> PendingCounts:
         with self._lock:

@@ -131,6 +131,32 @@ def test_counts_and_listings(uow_factory):
     assert len(queued) == 2 and len(active) == 3 and len(later) == 1
 
 
+def test_counts_many_equals_counts_for_each_pair(uow_factory):
+    add_job(uow_factory, owner_id=1, guild_id=7, images=2)
+    add_job(uow_factory, owner_id=2, guild_id=7, images=4)
+    add_job(uow_factory, owner_id=1, guild_id=None, images=1)
+    add_job(uow_factory, owner_id=3, guild_id=8, images=3)
+    keys = [(1, 7), (2, 7), (1, None), (3, 8), (9, 7), (9, None), (9, 99)]
+    with uow_factory() as uow:
+        many = uow.jobs.counts_many(keys)
+        one_by_one = {key: uow.jobs.counts(*key) for key in keys}
+    assert many == one_by_one
+    assert (many[(9, 7)].user, many[(9, 7)].guild, many[(9, 7)].guild_images) == (0, 2, 6)
+
+
+def test_add_many_inserts_in_order_and_keeps_asked_ids_unless_taken(uow_factory):
+    first = add_job(uow_factory)
+    new = NewJob(kind="generate", owner_id=5, request={"plan": {}}, guild_id=7)
+    with uow_factory() as uow:
+        records = uow.jobs.add_many([(new, "abcd2345"), (new, first.public_id), (new, None), (new, "not an id!")])
+        uow.commit()
+    assert records[0].public_id == "abcd2345"
+    assert len({r.public_id for r in records} | {first.public_id}) == 5  # taken and bad ids replaced
+    assert [r.id for r in records] == sorted(r.id for r in records)
+    with uow_factory() as uow:
+        assert [job.public_id for job in uow.jobs.queued()] == [first.public_id] + [r.public_id for r in records]
+
+
 def test_workers_heartbeat_and_prune(uow_factory):
     old = datetime.now(UTC) - timedelta(days=30)
     with uow_factory() as uow:
