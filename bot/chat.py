@@ -24,14 +24,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from bot.guild_policy import check_channel, guard_request, safety_policy
-from bot.jobs import plan_submission
-from bot.services import GenerationPlan, ImageDetails, ImageService, SavedImage
+from bot.jobs import compare_of, compare_submission, plan_submission
+from bot.services import ComparePlan, GenerationPlan, ImageDetails, ImageService, SavedImage
 from generation.errors import BrushworkError, ImageNotFound, QueueError, RequestError
 from generation.grammar import parse, parse_defaults, render
-from generation.queue import JobState, PendingCounts, Requester
+from generation.queue import JobState, PendingCounts, Requester, Submission
 from generation.request import Request, format_number
 from generation.safety import NoClassifier, SafetyPolicy, Verdict
 from generation.samplers import sampler_names
@@ -158,9 +159,10 @@ class ImagineOptions:
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A checked plan the queue would admit now, and what the acknowledgement says."""
+    """A checked plan the queue would admit now, and what the acknowledgement says: an image job's
+    :class:`GenerationPlan`, or a comparison's :class:`ComparePlan` (one job of many cells)."""
 
-    plan: GenerationPlan
+    plan: GenerationPlan | ComparePlan
     origin: Origin
     screened: bool  # the server's safety policy applies (results go through the classifier hook)
     waiting: int  # jobs waiting or running in the whole queue when it was checked
@@ -215,7 +217,7 @@ class Followed:
     job_id: str
     reply_ref: dict[str, Any]
     status: JobStatus
-    plan: GenerationPlan | None = None
+    plan: GenerationPlan | ComparePlan | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,8 +411,25 @@ class ChatService:
             check_channel(settings, origin.channel_id, parent_id=origin.parent_channel_id)
             plan = replace(plan, request=guard_request(settings, plan.request, age_restricted=origin.age_restricted))
             screened = not origin.age_restricted and safety_policy(settings).classify_images
+        return self._admitted(origin, plan, screened)
+
+    def prepare_compare(self, origin: Origin, prompt: str, vary: str, values: str, *, vary2: str | None = None,
+                        values2: str | None = None) -> Prepared:
+        """``/compare``: the prompt resolved once (ONE seed), the server's rules applied to that base
+        request (channel list, allowed models, safety policy), one job of all the cells."""
+        settings = self._guild_settings(origin.guild_id) if origin.guild_id is not None else None
+        if settings is not None:
+            check_channel(settings, origin.channel_id, parent_id=origin.parent_channel_id)
+        plan = self._images.plan_compare(
+            prompt, vary, values, origin.scope, vary2=vary2, values2=values2,
+            guard=partial(guard_request, settings, age_restricted=origin.age_restricted))
+        screened = settings is not None and not origin.age_restricted and safety_policy(settings).classify_images
+        return self._admitted(origin, plan, screened)
+
+    def _admitted(self, origin: Origin, plan: GenerationPlan | ComparePlan, screened: bool) -> Prepared:
+        """``plan`` with the queue's admission checked (from the 1-s snapshot; exact at submit)."""
         queue = self._queue()
-        submission = plan_submission(plan, origin.scope, channel_id=origin.channel_id)
+        submission = _submission_of(plan, origin)
         try:
             counts = queue.admit(submission, self._pending.counts(origin.user_id, origin.guild_id))
         except QueueError:  # the snapshot may count jobs that just finished: refuse only on exact counts
@@ -474,13 +493,11 @@ class ChatService:
         """:meth:`submit` for requests that arrived together: one transaction for all of them
         (:meth:`generation.queue.JobQueue.submit_many`); each outcome is its handle or the
         queue's refusal."""
-        submissions = [plan_submission(r.prepared.plan, r.prepared.origin.scope, channel_id=r.prepared.origin.channel_id,
-                                       reply_ref=r.reply_ref, job_id=r.job_id) for r in requests]
+        submissions = [_submission(r.prepared, reply_ref=r.reply_ref, job_id=r.job_id) for r in requests]
         outcomes: list[JobHandle | BrushworkError] = list(self._queue().submit_many(submissions))
-        for request, outcome in zip(requests, outcomes, strict=True):
+        for submission, outcome in zip(submissions, outcomes, strict=True):
             if not isinstance(outcome, BrushworkError):
-                origin = request.prepared.origin
-                self._pending.added(origin.user_id, origin.guild_id, request.prepared.plan.request.count)
+                self._pending.added(submission.owner, submission.guild, submission.images)
         return outcomes
 
     def write_many(self, writes: Sequence[Submit | ReplyRecord]) -> list[JobHandle | BrushworkError | None]:
@@ -715,15 +732,12 @@ class ChatService:
                 and not record.reply_ref.get("delivered")]
 
     def followed_jobs(self) -> list[Followed]:
-        """The /imagine answers still owed (:meth:`owed_jobs` of reply references ``v`` 1)."""
+        """The answers of image jobs and comparisons still owed (:meth:`owed_jobs` of reply
+        references ``v`` 1, and ``compare1`` — the comparisons' own kind before they shared it)."""
         followed = []
-        for record in self.owed_jobs(1):
-            plan = (record.request or {}).get("plan")
-            try:
-                plan = GenerationPlan.from_dict(dict(plan)) if plan else None
-            except BrushworkError:
-                plan = None
-            followed.append(Followed(record.public_id, dict(record.reply_ref or {}), record.status, plan))
+        for record in self.owed_jobs(1) + self.owed_jobs("compare1"):
+            followed.append(Followed(record.public_id, dict(record.reply_ref or {}), record.status,
+                                     _plan_of(record.request or {})))
         return followed
 
     def finish_reply(self, job_id: str, reply_ref: dict[str, Any], **changes: Any) -> None:
@@ -822,3 +836,26 @@ def _job_request(job: JobRecord) -> Request | None:
 
 
 __all__ = ["ChatService", "FileRecipe", "Followed", "ImageInfo", "ImagineOptions", "Origin", "Prepared", "RemixForm", "choices"]
+
+
+def _submission_of(plan: GenerationPlan | ComparePlan, origin: Origin, *, reply_ref: dict[str, Any] | None = None,
+                   job_id: str | None = None) -> Submission:
+    if isinstance(plan, ComparePlan):
+        return compare_submission(plan, origin.scope, channel_id=origin.channel_id, reply_ref=reply_ref, job_id=job_id)
+    return plan_submission(plan, origin.scope, channel_id=origin.channel_id, reply_ref=reply_ref, job_id=job_id)
+
+
+def _submission(prepared: Prepared, *, reply_ref: dict[str, Any] | None, job_id: str | None) -> Submission:
+    return _submission_of(prepared.plan, prepared.origin, reply_ref=reply_ref, job_id=job_id)
+
+
+def _plan_of(payload: dict[str, Any]) -> GenerationPlan | ComparePlan | None:
+    """A stored job's plan, whichever kind it is; None when it cannot be read (followed anyway)."""
+    try:
+        compare = compare_of(payload)
+        if compare is not None:
+            return compare
+        plan = payload.get("plan")
+        return GenerationPlan.from_dict(dict(plan)) if plan else None
+    except (BrushworkError, KeyError, TypeError, ValueError):
+        return None

@@ -116,7 +116,8 @@ COMPARE_KEY = "compare"
 
 
 def compare_submission(plan: ComparePlan, scope: Scope, *, channel_id: int | None = None,
-                       reply_ref: Mapping[str, Any] | None = None, priority: int = 0) -> Submission:
+                       reply_ref: Mapping[str, Any] | None = None, priority: int = 0,
+                       job_id: str | None = None) -> Submission:
     """The queue submission for a comparison: ONE job of ``len(cells)`` images that never shares
     a run with other jobs (no batch key; its cells are grouped into pipeline calls by the runner)."""
     requests = [cell.request for cell in plan.cells]
@@ -133,6 +134,7 @@ def compare_submission(plan: ComparePlan, scope: Scope, *, channel_id: int | Non
         cost_group=plan.base.model or "",
         channel=channel_id,
         reply_ref=reply_ref,
+        job_id=job_id,
     )
 
 

@@ -542,11 +542,11 @@ class JobRepository:
         total = int(self._session.scalar(select(func.count()).select_from(Job).where(active)) or 0)
         per_owner = dict(self._session.execute(
             select(Job.owner_id, func.count()).where(active, Job.owner_id.in_(owners)).group_by(Job.owner_id)
-        ).tuples().all()) if owners else {}
+        ).all()) if owners else {}
         per_guild = {guild: (int(count), int(images or 0)) for guild, count, images in self._session.execute(
             select(Job.guild_id, func.count(), func.coalesce(func.sum(Job.images), 0))
             .where(active, Job.guild_id.in_(guilds)).group_by(Job.guild_id)
-        ).tuples().all()} if guilds else {}
+        ).all()} if guilds else {}
         return {(owner, guild): JobCounts(user=int(per_owner.get(owner, 0)),
                                           guild=per_guild.get(guild, (0, 0))[0] if guild is not None else 0,
                                           total=total,

@@ -36,8 +36,9 @@ from bot.discord_app.context import (
     report_error,
     send,
 )
-from bot.discord_app.delivery import NUMBER_EMOJI, InfoCard, ReplyRef, ack_text, file_info_card, info_card
+from bot.discord_app.delivery import NUMBER_EMOJI, InfoCard, ReplyRef, file_info_card, info_card
 from bot.discord_app.follow import NO_MENTIONS, mention_only
+from bot.discord_app.replies import acknowledgement
 from bot.group_commit import GroupCommit
 from generation.errors import BrushworkError
 from generation.i18n import normalize_locale, translate
@@ -112,7 +113,7 @@ class Actions:
         except BrushworkError as error:  # the queue filled up since the check
             await self._privately(interaction, error.message(who.locale))
             return
-        ack = {"content": ack_text(prepared, who.locale), "view": status_view(handle.job_id, who.locale),
+        ack = {"content": acknowledgement(prepared, who.locale), "view": status_view(handle.job_id, who.locale),
                "allowed_mentions": NO_MENTIONS}
         message_id: int | None = None
         try:
@@ -420,7 +421,7 @@ class Actions:
         except BrushworkError as error:
             await self._say(channel, origin, f"{mention} {error.message(origin.locale)}")
             return
-        message = await self._say(channel, origin, ack_text(prepared, origin.locale, mention=mention),
+        message = await self._say(channel, origin, acknowledgement(prepared, origin.locale, mention=mention),
                                   view=status_view(handle.job_id, origin.locale))
         if message is None:  # neither the channel nor a direct message took it: nobody knows of this job
             await asyncio.to_thread(self._withdraw, origin, handle.job_id, ref)

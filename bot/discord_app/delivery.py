@@ -155,14 +155,17 @@ class Status:
 def ack_text(prepared: Prepared, locale: str, *, mention: str | None = None) -> str:
     """The acknowledgement of a stored job: what it is, and how much waits before it."""
     plan = prepared.plan
-    lines = [headline(plan.kind, plan.request.prompt, plan.parent_public_id, locale, mention=mention)]
-    if prepared.waiting:
-        lines.append(translate("imagine.status.waiting", locale, waiting=prepared.waiting,
-                               eta=duration(prepared.eta_s, locale)))
-    else:
-        lines.append(translate("imagine.status.submitting", locale))
-    lines.extend(note_lines(plan, locale))
+    lines = [headline(plan.kind, plan.request.prompt, plan.parent_public_id, locale, mention=mention),
+             waiting_line(prepared, locale), *note_lines(plan, locale)]
     return clip("\n".join(line for line in lines if line))
+
+
+def waiting_line(prepared: Prepared, locale: str) -> str:
+    """An acknowledgement's status: how much waits before the job, when it was checked."""
+    if prepared.waiting:
+        return translate("imagine.status.waiting", locale, waiting=prepared.waiting,
+                         eta=duration(prepared.eta_s, locale))
+    return translate("imagine.status.submitting", locale)
 
 
 def note_lines(plan: GenerationPlan, locale: str) -> list[str]:

@@ -44,7 +44,7 @@ from storage.records import Scope
 if TYPE_CHECKING:
     from bot.chat import ChatService
     from bot.discord_app.client import BrushworkBot
-    from bot.services import GenerationPlan, SavedImage
+    from bot.services import SavedImage
 
 log = logging.getLogger("brushwork.discord")
 
@@ -194,13 +194,14 @@ def _png(image: Any) -> bytes:
     return buffer.getvalue()
 
 
-async def follow_events(handle: Any, editor: ThrottledEditor[Any], status_of: Callable[[Any], Any]) -> Any:
+async def follow_events(handle: Any, editor: ThrottledEditor[Any], status_of: Callable[[Any], Any], *,
+                        previews: bool = True) -> Any:
     """Read a job's events until its end: each other event's status (``status_of``; ``None``:
     nothing to show) goes to the throttled ``editor``, closed when the events end; returns the
     terminal event (done, failed, cancelled), or ``None`` if the stream ended without one."""
     terminal = None
     try:
-        async for event in handle.events(previews=True):  # ends after the terminal event
+        async for event in handle.events(previews=previews):  # ends after the terminal event
             if event.terminal:
                 terminal = event
                 continue
@@ -230,7 +231,10 @@ async def deliver_with_retries(job_id: str, deliver: Callable[[], Awaitable[None
 class JobFollower:
     """Follows one job: status edits while it waits and runs, then its result or error."""
 
-    def __init__(self, bot: BrushworkBot, job_id: str, ref: ReplyRef, plan: GenerationPlan | None, *,
+    #: Whether its status shows a preview of the picture as it forms.
+    previews = True
+
+    def __init__(self, bot: BrushworkBot, job_id: str, ref: ReplyRef, plan: Any, *,
                  fresh: bool = False, record: bool = False) -> None:
         self.bot = bot
         self.fresh = fresh
@@ -265,7 +269,7 @@ class JobFollower:
         # too (a burst of requests is not followed by a burst of edits).
         editor: ThrottledEditor[Status] = ThrottledEditor(self._show, self.bot.edit_interval,
                                                           wait_first=self.fresh)
-        terminal = await follow_events(handle, editor, self._status)
+        terminal = await follow_events(handle, editor, self._status, previews=self.previews)
         self.delivering = True
         await deliver_with_retries(self.job_id, lambda: self._end(terminal))
 
@@ -503,11 +507,13 @@ class Followers(FollowerTasks):
         super().__init__("follow")
         self.bot = bot
 
-    def follow(self, job_id: str, ref: ReplyRef, plan: GenerationPlan | None, *,
+    def follow(self, job_id: str, ref: ReplyRef, plan: Any, *,
                fresh: bool = False, record: bool = False) -> asyncio.Task[None]:
         """Follow ``job_id``; ``fresh``: its status message was written just now (the acknowledgement);
         ``record``: the job's row does not know that message yet (it was stored before it)."""
-        return self.start(JobFollower(self.bot, job_id, ref, plan, fresh=fresh, record=record))
+        from bot.discord_app.replies import reply_for  # the table names every follower, this one too
+
+        return self.start(reply_for(plan).follower(self.bot, job_id, ref, plan, fresh=fresh, record=record))
 
     async def resume(self) -> int:
         """Follow again every job whose chat answer is owed (after a restart)."""

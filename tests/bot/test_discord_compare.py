@@ -123,7 +123,7 @@ async def test_compare_progress_and_cancel(brushwork_bot):
         await fake.wait_for_response(interaction)
         message = interaction.original
         assert message.content.startswith("🧪 正在对比 `--sampler` euler_a · DDIM")
-        await fake.wait_until(lambda: any(c.startswith("bwq1:c:") for c in message.custom_ids),
+        await fake.wait_until(lambda: any(c.startswith("bw1:c:") for c in message.custom_ids),
                               description="the cancel button")
         assert "🎨" in message.content.splitlines()[-1] or "⏳" in message.content.splitlines()[-1]
         job_id = message.custom_ids[0].split(":")[2]
@@ -151,7 +151,7 @@ async def test_a_comparison_waiting_at_a_restart_is_delivered_after_it(brushwork
 
     def delivered() -> bool:  # and the interaction token left the job's row
         with h.store_rows() as uow:
-            refs = [j.reply_ref for j in uow.jobs.list_by_status("done") if (j.reply_ref or {}).get("v") == "compare1"]
+            refs = [j.reply_ref for j in uow.jobs.list_by_status("done") if compare_of(j.request) is not None]
         return len(refs) == 1 and refs[0]["token"] is None and refs[0]["delivered"] is True
 
     await fake.wait_until(delivered, description="the job marked delivered")
@@ -167,3 +167,56 @@ async def test_a_comparison_that_outlives_its_token_is_posted_in_the_channel(bru
     posted = await fake.wait_for_message(lambda m: m.author is fake.bot and has_grid(m), channel=w.general,
                                          timeout=RESULT_TIMEOUT)
     assert posted.content.startswith(f"{w.alice.mention} 🧪 **a red kite**")
+
+
+async def test_compare_is_acknowledged_at_once_while_the_worker_is_busy(brushwork_bot):
+    """The same acknowledgement path as /imagine (its own thread pool, the job stored first): a
+    public answer with ✖ while another job holds the worker (no timing assertion: the fake, like
+    Discord, refuses an answer after 3 seconds)."""
+    h = brushwork_bot
+    w, fake = h.world, h.fake
+    with h.engine.held():
+        await h.imagine(w.wei, w.general, "a busy worker --seed 1")
+        await fake.wait_until(h.engine.entered.is_set, description="the worker to start the first job")
+        interaction = await h.slash(w.alice, w.general, "compare", {
+            "prompt": f"a quiet bay --seed 5 {TINY}", "vary": "cfg", "values": "4, 8"})
+        ack = await fake.wait_for_response(interaction)
+        assert ack.type == 4 and not ack.ephemeral
+        message = interaction.original
+        assert message.content.startswith("🧪 Comparing `--cfg` 4 · 8") and "⏳" in message.content
+        (cancel,) = [c for c in message.custom_ids if c.startswith("bw1:c:")]
+        with h.store_rows() as uow:  # stored before it was acknowledged
+            job = uow.jobs.get(cancel.removeprefix("bw1:c:"), Scope.local_operator())
+        assert compare_of(job.request) is not None and job.reply_ref["v"] == 1
+    await fake.wait_until(lambda: has_grid(message), timeout=RESULT_TIMEOUT, description="the grid")
+
+
+async def test_compare_where_the_bot_may_not_post_names_the_permission(brushwork_bot):
+    from tests.fakediscord import permissions as perms
+
+    h = brushwork_bot
+    w, fake = h.world, h.fake
+    bot_role = next(r for r in w.guild.roles.values() if r.managed or r.name == fake.bot.username)
+    fake.set_permission_overwrite(w.general, bot_role, deny=perms.ATTACH_FILES)
+    await fake.wait_until(lambda: not h.bot.get_channel(w.general.id).permissions_for(
+        h.bot.get_guild(w.guild.id).me).attach_files, description="the overwrite to reach the bot")
+    interaction = await h.slash(w.alice, w.general, "compare", {
+        "prompt": f"a cat {TINY}", "vary": "cfg", "values": "4, 8"})
+    response = await fake.wait_for_response(interaction)
+    assert response.ephemeral and "Attach Files" in (response.data or {}).get("content", "")
+    with h.store_rows() as uow:
+        assert uow.jobs.active() == []
+
+
+async def test_a_comparison_the_channel_refuses_comes_by_direct_message(brushwork_bot):
+    """The token expired and the channel refuses the bot's post: the grid comes by direct
+    message, saying which channel it was asked in (the outbox every job kind shares)."""
+    h = brushwork_bot
+    w, fake = h.world, h.fake
+    interaction = await h.slash(w.alice, w.general, "compare", {
+        "prompt": f"a grey heron {TINY}", "vary": "cfg", "values": "4, 8"}, expired=True)
+    await fake.wait_for_response(interaction)
+    fake.forbid_channel(w.general, method="POST", route="/channels/{channel_id}/messages")
+    dm = fake.dm_channel(w.alice)
+    message = await fake.wait_for_message(has_grid, channel=dm, timeout=RESULT_TIMEOUT)
+    assert f"<#{w.general.id}>" in message.content and "a grey heron" in message.content
