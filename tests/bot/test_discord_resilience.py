@@ -29,6 +29,7 @@ async def test_restart_keeps_buttons_working_and_finishes_queued_jobs(brushwork_
         waiting = [await h.imagine(h.world.alice, h.world.general, f"waiting {i} --seed {i}") for i in range(2)]
         await h.fake.wait_until(h.engine.entered.is_set, description="the worker to take the first job")
         for interaction in waiting:
+            await h.fake.wait_for_response(interaction)  # the job is stored, then acknowledged
             await h.fake.wait_for_edit(interaction.original, lambda m: "bw1:c:" in " ".join(m.custom_ids))
         await h.restart()  # the running job goes back to the queue; the new process follows both again
     results = [await h.wait_for_result(interaction) for interaction in waiting]
