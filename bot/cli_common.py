@@ -102,6 +102,10 @@ class Progress:
         queue = self.queue
         return queue is None or queue.started or not queue.rates.loaded(self.model or "")
 
+    def _extra(self, event) -> str:
+        """More on the bar's line, after the step (a training: its loss)."""
+        return ""
+
     def _bar(self, event) -> None:
         now = time.monotonic()
         done = event.step >= event.total
@@ -112,7 +116,7 @@ class Progress:
         filled = int(width * event.step / max(1, event.total))
         bar = "#" * filled + "." * (width - filled)
         left = "" if done or event.eta_s is None else f", {duration(event.eta_s)} left"
-        self.stream.write(f"\r[{bar}] step {event.step}/{event.total}{left}   ")
+        self.stream.write(f"\r[{bar}] step {event.step}/{event.total}{self._extra(event)}{left}   ")
         if done:
             self.stream.write("\n")
         self.stream.flush()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -26,7 +25,6 @@ from bot.cli_common import (
     Parser,
     Progress,
     UsageError,
-    duration,
     human_size,
     wait_for_job,
 )
@@ -57,22 +55,9 @@ class TrainingBar(Progress):
             self.stream.flush()
         super().__call__(event)
 
-    def _bar(self, event: Any) -> None:
-        now = time.monotonic()
-        done = event.step >= event.total
-        if not done and now - self._last < 0.1:
-            return
-        self._last = now
-        width = 30
-        filled = int(width * event.step / max(1, event.total))
+    def _extra(self, event: Any) -> str:
         loss = (event.detail or {}).get("loss_ema")
-        loss_text = "" if loss is None else f", loss {loss:.4f}"
-        left = "" if done or event.eta_s is None else f", {duration(event.eta_s)} left"
-        self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] step {event.step}/{event.total}"
-                          f"{loss_text}{left}   ")
-        if done:
-            self.stream.write("\n")
-        self.stream.flush()
+        return "" if loss is None else f", loss {loss:.4f}"
 
 
 # ---------------------------------------------------------------------- datasets

@@ -17,6 +17,7 @@ from bot.attachments import fit_image
 from bot.discord_app.cogs.lora.follower import REF_VERSION, TrainingFollower
 from bot.discord_app.cogs.lora.texts import (
     CHOICES,
+    MAX_CONTENT,
     AddOutcome,
     TrainingHead,
     add_text,
@@ -331,7 +332,7 @@ class Lora(commands.Cog):
         self.follow(started.job_id, ref, head, fresh=True)  # first: the job is queued whatever happens below
         try:
             await interaction.edit_original_response(
-                content=clip(f"{head.text(who.locale, who.user_id)}\n{who.t('lora_cmd.train.submitted')}"),
+                content=clip(f"{head.text(who.locale, who.user_id)}\n{who.t('lora_cmd.train.submitted')}", MAX_CONTENT),
                 view=cancel_view(head.lora_id, who.locale), allowed_mentions=NO_MENTIONS)
         except discord.HTTPException as error:  # an expired token: the follower edits through the channel
             log.info("could not edit the acknowledgement of training job %s: %s", started.job_id, error)

@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.attachments import fit_image
-from bot.discord_app.cogs.lora.texts import TrainingHead, clip, plain, progress_line
+from bot.discord_app.cogs.lora.texts import MAX_CONTENT, TrainingHead, plain, progress_line
 from bot.discord_app.cogs.lora.views import cancel_view
-from bot.discord_app.delivery import ReplyRef, ThrottledEditor, duration
+from bot.discord_app.delivery import ReplyRef, ThrottledEditor
 from bot.discord_app.follow import NO_MENTIONS, Outbox, follow_events
 from bot.lora_services import before_after_png
+from bot.texts import clip, duration
 from generation.i18n import translate
 from generation.queue import JobCancelled, JobDone, JobFailed, JobProgress, JobQueued, JobRequeued, JobStarted
 
@@ -80,7 +81,7 @@ class TrainingFollower:
         return translate(key, self.locale, **params)
 
     def content(self, *lines: str | None) -> str:
-        return clip("\n".join([self.head.text(self.locale, self.ref.user), *[line for line in lines if line]]))
+        return clip("\n".join([self.head.text(self.locale, self.ref.user), *[line for line in lines if line]]), MAX_CONTENT)
 
     async def run(self) -> None:
         handle = self.bot.container.queue.handle(self.job_id)

@@ -10,8 +10,8 @@ import discord
 from discord import app_commands
 
 from bot.discord_app.context import Caller
-from bot.discord_app.delivery import duration, progress_bar
 from bot.lora_services import AddResult, Refusal
+from bot.texts import clip, complete, duration, progress_bar
 from generation.i18n import translate
 from generation.queue import JobProgress
 from storage.ids import is_public_id, normalize_public_id
@@ -30,15 +30,11 @@ CHOICES = 25  # Discord's autocomplete limit
 
 
 
-def clip(value: str, limit: int = MAX_CONTENT) -> str:
-    return value if len(value) <= limit else value[: limit - 1] + "…"
-
-
 def plain(value: str | None, limit: int = 200) -> str:
     """User text shown in a message: one line, no markdown, no pings."""
     value = discord.utils.escape_markdown(" ".join((value or "").split()))
     value = value.replace("@", "@\u200b")
-    return value if len(value) <= limit else value[: limit - 1] + "…"
+    return clip(value, limit)
 
 
 def code(value: str | None, limit: int = 80) -> str:
@@ -166,7 +162,7 @@ def add_text(who: Caller, name: str, outcome: AddOutcome) -> str:
         lines.extend(f"• {refusal.error.message(who.locale)}" for refusal in outcome.refused)
     if outcome.added:
         lines.append(who.t("lora_cmd.dataset.added_hint", name=outcome.dataset.name if outcome.dataset else name))
-    return clip("\n".join(lines))
+    return clip("\n".join(lines), MAX_CONTENT)
 
 
 def find_image(images: Sequence[DatasetImageRecord], ref: str) -> tuple[int, DatasetImageRecord] | None:
@@ -184,10 +180,7 @@ def find_image(images: Sequence[DatasetImageRecord], ref: str) -> tuple[int, Dat
 
 def choices(names: Sequence[str], typed: str) -> list[app_commands.Choice[str]]:
     """Names starting with what was typed, then names containing it (case-insensitive), at most 25."""
-    wanted = (typed or "").strip().casefold()
-    starts = [n for n in names if n.casefold().startswith(wanted)]
-    contains = [n for n in names if wanted and wanted in n.casefold() and n not in starts]
-    return [app_commands.Choice(name=n[:100], value=n[:100]) for n in (starts + contains)[:CHOICES]]
+    return [app_commands.Choice(name=n[:100], value=n[:100]) for n in complete(names, typed, limit=CHOICES)]
 
 @dataclass(frozen=True, slots=True)
 class TrainingHead:
