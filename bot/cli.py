@@ -18,26 +18,33 @@ import json
 import logging
 import shutil
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, TextIO
+from typing import TYPE_CHECKING
 
+from bot.cli_common import (
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_USAGE,
+    Parser,
+    Progress,
+    UsageError,
+    duration,
+    human_size,
+    place,
+    wait_for_job,
+)
 from generation.errors import BrushworkError
 from generation.version import VERSION
 
 if TYPE_CHECKING:
     from bot.container import Container
     from bot.services import GenerationPlan, SavedImage
-    from generation.queue import JobEvent, JobHandle, JobQueue
 
 log = logging.getLogger("brushwork")
 
-EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
 #: Errors that are failures of the machine, not mistakes in the command (exit status 1).
 FAILURE_CODES = frozenset({"queue.internal", "queue.crashed", "queue.out_of_memory", "queue.worker_hung"})
-#: While another process's worker runs our job, how often to check that it is still alive.
-REMOTE_CHECK_S = 5.0
 #: Shared errors whose catalogue text speaks Discord ("in this server", "/history"): the
 #: command line says the same thing in its own words, from the same error data.  Discord
 #: keeps the catalogue's wording.
@@ -53,18 +60,6 @@ CLI_TEXTS: dict[str, str] = {
 }
 
 
-class UsageError(Exception):
-    """A command-line mistake: printed as one line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        if "unrecognized arguments" in message and " --" in message:
-            message += ('. Request flags go inside the quoted prompt, e.g. '
-                        'brushwork generate "a cat --seed 42 --steps 30"')
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
 # ---------------------------------------------------------------------- output helpers
 
 
@@ -77,87 +72,6 @@ def say(error: BrushworkError) -> str:
         except (KeyError, IndexError, ValueError):  # the error changed its data: its own text still says it
             pass
     return error.message()
-
-
-def place(position: int) -> int:
-    """A queued job's place in line as people and ``--json`` read it: 1 is next.  (The queue
-    counts the jobs that start before it: 0 is next.)"""
-    return position + 1
-
-
-def _duration(seconds: float | None, measured: bool = True) -> str:
-    """``measured`` False: the figure comes from defaults, not from runs on this machine."""
-    if seconds is None:
-        return "?"
-    text = f"{max(0, round(seconds))} s" if seconds < 90 else f"{round(seconds / 60)} min"
-    return text if measured else f"{text} (estimate)"
-
-
-class Progress:
-    """A job's events on stderr: its place in the queue, the model loading, then a one-line
-    progress bar.
-
-    The bar shows only on a terminal, or when forced; waiting behind other jobs and loading
-    the model are always said (one line each), since the command would otherwise look stuck.
-    ``model``: the job's model (its cost group); ``queue``: where its step rates are known.
-    """
-
-    def __init__(self, stream: TextIO, enabled: bool, *, model: str | None = None,
-                 queue: JobQueue | None = None) -> None:
-        self.stream, self.enabled = stream, enabled
-        self.model, self.queue = model, queue
-        self._last = 0.0
-        self._said_position: int | None = None
-        self._stepped = False
-
-    def __call__(self, event: JobEvent) -> None:
-        from generation.queue import JobProgress, JobQueued, JobRequeued, JobStalled, JobStarted
-
-        if isinstance(event, JobQueued):
-            where = place(event.position)
-            if where > 1 and where != self._said_position:
-                self._said_position = where
-                self.stream.write(f"job {event.job_id}: position {where} in the queue, done in about "
-                                  f"{_duration(event.eta_s, self._measured())} "
-                                  f"(brushwork cancel {event.job_id} to drop it)\n")
-                self.stream.flush()
-        elif isinstance(event, JobStarted):
-            if self.model and not self._stepped and self._model_loads():
-                self.stream.write(f"loading model {self.model} …\n")
-                self.stream.flush()
-        elif isinstance(event, JobStalled):
-            self.stream.write(f"\nwarning: the worker has not reported for {_duration(event.seconds)}; "
-                              "it may be stuck\n")
-        elif isinstance(event, JobRequeued):
-            self.stream.write(f"\njob {event.job_id} went back to the queue ({event.reason})\n")
-        elif isinstance(event, JobProgress):
-            self._stepped = True
-            if self.enabled:
-                self._bar(event)
-
-    def _measured(self) -> bool:
-        return self.queue is None or self.model is None or self.queue.rates.measured(self.model)
-
-    def _model_loads(self) -> bool:
-        """A worker of this process loads the model (it runs one job, in a fresh process), or
-        another process's worker does not have it loaded."""
-        queue = self.queue
-        return queue is None or queue.started or not queue.rates.loaded(self.model or "")
-
-    def _bar(self, event) -> None:
-        now = time.monotonic()
-        done = event.step >= event.total
-        if not done and now - self._last < 0.1:
-            return
-        self._last = now
-        width = 30
-        filled = int(width * event.step / max(1, event.total))
-        bar = "#" * filled + "." * (width - filled)
-        left = "" if done or event.eta_s is None else f", {_duration(event.eta_s)} left"
-        self.stream.write(f"\r[{bar}] step {event.step}/{event.total}{left}   ")
-        if done:
-            self.stream.write("\n")
-        self.stream.flush()
 
 
 def _print_notes(plan: GenerationPlan) -> None:
@@ -196,31 +110,9 @@ def _run_plan(container: Container, plan: GenerationPlan, args: argparse.Namespa
     _print_notes(plan)
     progress = _progress(container, args, plan.request.model)
     handle = container.queue.submit(plan_submission(plan, _scope()))
-    saved = _wait(container, handle, progress)
+    saved = wait_for_job(container, handle, progress)
     _print_saved(saved, args.out)
     return EXIT_OK
-
-
-def _wait(container: Container, handle: JobHandle, progress: Progress) -> list[SavedImage]:
-    """Wait for a job: run a worker here unless another process's worker is alive (and take
-    over if that one goes away).  Ctrl-C cancels the job."""
-    queue = container.queue
-    try:
-        while True:
-            if not queue.started and not queue.remote_worker_alive():
-                container.start_workers()
-            try:
-                return handle.wait(timeout=None if queue.started else REMOTE_CHECK_S, on_event=progress)
-            except TimeoutError:
-                continue
-    except KeyboardInterrupt:
-        try:
-            state = handle.cancel()
-            print(f"\nbrushwork: job {handle.job_id} {'cancelled' if state.value == 'cancelled' else state.value}",
-                  file=sys.stderr)
-        except Exception:  # interrupted twice, or the database is gone: the job stays visible in `queue`
-            pass
-        raise
 
 
 def cmd_generate(container: Container, args: argparse.Namespace) -> int:
@@ -269,7 +161,7 @@ def cmd_compare(container: Container, args: argparse.Namespace) -> int:
         print(f"note: {note.message()}", file=sys.stderr)
     progress = _progress(container, args, plan.base.model)
     handle = container.queue.submit(compare_submission(plan, _scope()))
-    saved = _wait(container, handle, progress)
+    saved = wait_for_job(container, handle, progress)
     out = args.out if args.out is not None else container.settings.home / "comparisons"
     out.mkdir(parents=True, exist_ok=True)
     for item, (y_value, x_value) in zip(saved, plan.labels(), strict=True):
@@ -426,7 +318,7 @@ def cmd_queue(container: Container, args: argparse.Namespace) -> int:
         state = "stopping" if view.cancel_requested else view.state.value
         guild = "-" if view.guild is None else str(view.guild)
         print(f"{view.job_id:<10} {state:<8} {position:>4}  {view.owner:<20} {guild:<20} {view.kind:<9} "
-              f"{view.images:>2} {view.progress:>8.0%}  {_duration(view.eta_s, known)}")
+              f"{view.images:>2} {view.progress:>8.0%}  {duration(view.eta_s, known)}")
     return EXIT_OK
 
 
@@ -495,7 +387,6 @@ def _db_check(container: Container, args: argparse.Namespace) -> int:
     """Files and rows compared in every storage area; ``--clean`` deletes the stray files."""
     from datetime import timedelta
 
-    from bot.lora_cli import human_size
     from storage.integrity import Roots, check, remove_strays
 
     s = container.settings
@@ -537,7 +428,6 @@ def _db_purge(container: Container, args: argparse.Namespace) -> int:
     """Remove the files of images deleted more than ``--days`` ago (their rows stay)."""
     from datetime import timedelta
 
-    from bot.lora_cli import human_size
     from storage.integrity import purge_deleted
 
     removed, freed = purge_deleted(container.unit_of_work, container.store.root,
@@ -564,7 +454,7 @@ def _int_between(low: int, high: int):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="brushwork",
         description="Generate images from prompts with inline flags, reproduce them, and run the Discord bot.",
         epilog='Example: brushwork generate "a cat on a motorbike, sunset --ar 3:2 --seed 42 --steps 30"',
@@ -572,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"brushwork {VERSION}")
     parser.add_argument("--home", type=Path, help="data folder (default: $BRUSHWORK_HOME or the user data dir)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     def add_output(p: argparse.ArgumentParser) -> None:
         p.add_argument("--out", type=Path, help="also copy the PNGs into this folder")
@@ -681,7 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_run, needs_container=False)
 
     p = sub.add_parser("db", help="database maintenance")
-    db_sub = p.add_subparsers(dest="db_command", metavar="ACTION", parser_class=_Parser, required=True)
+    db_sub = p.add_subparsers(dest="db_command", metavar="ACTION", parser_class=Parser, required=True)
     db_sub.add_parser("upgrade", help="upgrade the schema to the newest revision")
     db_sub.add_parser("current", help="show the schema revision")
     c = db_sub.add_parser("check", help="compare stored files with the database: stray files, missing files",

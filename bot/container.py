@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bot.chat import ChatService
@@ -72,8 +72,10 @@ class Container:
     _guild_limits: dict[int, tuple[float, dict[str, Any]]] = field(default_factory=dict, init=False)
     _classifier: ImageClassifier | None = field(default=None, init=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False)
+    given_engine: InitVar[Engine | None] = None  # used instead of building one (tests: the tiny engine)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, given_engine: Engine | None) -> None:
+        self._engine = given_engine
         self._sessions = make_session_factory(self.database)
         self.images = ImageService(registry=self.registry, engine=self.engine, uow_factory=self.unit_of_work,
                                    store=self.store, loras=lambda scope: self.loras.resolver_for(scope),
@@ -271,7 +273,9 @@ class Container:
         self.database.dispose()
 
 
-def build_container(settings: Settings, *, migrate: bool = True) -> Container:
+def build_container(settings: Settings, *, migrate: bool = True, engine: Engine | None = None) -> Container:
+    """The process's objects on ``settings``' home and database (migrated unless ``migrate=False``);
+    ``engine``: an engine to use instead of building one on first use (tests share their tiny one)."""
     from generation.i18n import register_catalogue
 
     register_catalogue("bot")  # the outer layer's texts (bot/locales): the bot's and the services' errors
@@ -284,4 +288,5 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
         database=database,
         store=ImageStore(settings.images_dir),
         registry=build_registry(settings),
+        given_engine=engine,
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from bot.texts import clip
 from generation.grammar import FLAGS, FlagSpec
 from generation.i18n import translate
 from generation.request import RANGES, format_number
@@ -110,7 +111,7 @@ def chunk_lines(lines: list[str], limit: int = FIELD_LIMIT) -> list[str]:
     blocks: list[str] = []
     current = ""
     for line in lines:
-        line = line if len(line) <= limit else line[:limit - 1] + "…"
+        line = clip(line, limit)
         candidate = f"{current}\n{line}" if current else line
         if len(candidate) > limit:
             blocks.append(current)

@@ -16,11 +16,18 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from bot.cli import EXIT_OK, EXIT_USAGE, Progress, UsageError, _Parser, _wait
+from bot.cli_common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    Parser,
+    Progress,
+    UsageError,
+    human_size,
+    wait_for_job,
+)
 
 if TYPE_CHECKING:
     from bot.container import Container
@@ -33,12 +40,6 @@ def _scope(args: argparse.Namespace) -> Scope:
 
     guild = getattr(args, "guild", None)
     return Scope(user_id=OPERATOR_USER_ID, guild_id=guild, operator=True)
-
-
-def human_size(size: int) -> str:
-    if size >= 1024 * 1024:
-        return f"{size / (1024 * 1024):.1f} MB"
-    return f"{max(1, round(size / 1024))} KB"
 
 
 class TrainingBar(Progress):
@@ -54,24 +55,9 @@ class TrainingBar(Progress):
             self.stream.flush()
         super().__call__(event)
 
-    def _bar(self, event: Any) -> None:
-        from bot.cli import _duration
-
-        now = time.monotonic()
-        done = event.step >= event.total
-        if not done and now - self._last < 0.1:
-            return
-        self._last = now
-        width = 30
-        filled = int(width * event.step / max(1, event.total))
+    def _extra(self, event: Any) -> str:
         loss = (event.detail or {}).get("loss_ema")
-        loss_text = "" if loss is None else f", loss {loss:.4f}"
-        left = "" if done or event.eta_s is None else f", {_duration(event.eta_s)} left"
-        self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] step {event.step}/{event.total}"
-                          f"{loss_text}{left}   ")
-        if done:
-            self.stream.write("\n")
-        self.stream.flush()
+        return "" if loss is None else f", loss {loss:.4f}"
 
 
 # ---------------------------------------------------------------------- datasets
@@ -167,7 +153,7 @@ def cmd_train(container: Container, args: argparse.Namespace) -> int:
           f"{config.resolution} px, learning rate {config.learning_rate:g} (job {started.job_id}; "
           f"Ctrl-C cancels)", file=sys.stderr)
     progress = TrainingBar(sys.stderr, enabled=args.progress if args.progress is not None else sys.stderr.isatty())
-    result = cast("TrainingResult | None", _wait(container, started.handle, progress))  # a training's result
+    result = cast("TrainingResult | None", wait_for_job(container, started.handle, progress))  # a training's result
     if result is None:  # finished in another process and its LoRA is gone since
         result = container.loras.result(started.job_id)
     lora = result.lora if result is not None else container.loras.get(_scope(args), args.name)
@@ -286,10 +272,10 @@ def add_lora_commands(sub: Any) -> None:
         epilog="Example: brushwork lora dataset create inkwash && brushwork lora dataset add inkwash ./ink/*.png "
                "&& brushwork lora train inkwash --dataset inkwash --trigger inkwash")
     lora.add_argument("--guild", type=int, metavar="ID", help="act in this server's namespace (operator)")
-    actions = lora.add_subparsers(dest="lora_command", metavar="ACTION", parser_class=_Parser, required=True)
+    actions = lora.add_subparsers(dest="lora_command", metavar="ACTION", parser_class=Parser, required=True)
 
     dataset = actions.add_parser("dataset", help="training images: create, add, show, caption, remove, delete")
-    steps = dataset.add_subparsers(dest="dataset_command", metavar="ACTION", parser_class=_Parser, required=True)
+    steps = dataset.add_subparsers(dest="dataset_command", metavar="ACTION", parser_class=Parser, required=True)
     p = steps.add_parser("create", help="a new, empty dataset")
     p.add_argument("name", metavar="NAME")
     p.set_defaults(handler=cmd_dataset_create)

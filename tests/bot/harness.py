@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -129,8 +129,10 @@ class BotHarness:
     """One Brushwork home, its queue worker and a logged-in bot; :meth:`restart` keeps the home."""
 
     def __init__(self, fake: FakeDiscord, world: StandardWorld, home: Path, tiny_engine: Any,
-                 settings: Mapping[str, Any] | None = None) -> None:
+                 settings: Mapping[str, Any] | None = None, *,
+                 make_container: Callable[..., Container]) -> None:
         self.fake = fake
+        self._make_container = make_container  # the ``make_container`` fixture (tests/bot/conftest.py)
         self.world = world
         self.home = home
         self.settings_overrides = dict(settings or {})
@@ -142,15 +144,14 @@ class BotHarness:
 
     # ------------------------------------------------------------------ lifecycle
     def build_container(self) -> Container:
-        from bot.container import build_container
-        from bot.settings import load_settings
         from generation.engine import FolderLoraResolver
 
-        settings = load_settings(home=self.home, discord_token=self.fake.token, **self.settings_overrides)
-        container = build_container(settings)
+        # the session's tiny engine: no second model build
+        container = self._make_container(home=self.home, engine=self.engine, discord_token=self.fake.token,
+                                         **self.settings_overrides)
+        settings = container.settings
         if self.engine.lora_resolver is None:
             self.engine.lora_resolver = FolderLoraResolver(settings.loras_dir, cache_dir=settings.cache_dir)
-        container._engine = self.engine  # the session's tiny engine: no second model build
         return container
 
     async def start(self, **bot_options: Any) -> BrushworkBot:

@@ -196,13 +196,11 @@ def test_db_check_lists_stray_files_and_clean_deletes_them(home, capsys):
     assert not (home / "images" / "2000").exists()  # emptied folders go too (not ones made just now)
 
 
-def test_db_purge_removes_files_of_deleted_images_only(home, capsys):
-    from bot.container import build_container
-    from bot.settings import load_settings
+def test_db_purge_removes_files_of_deleted_images_only(home, capsys, make_container):
     from storage.archive import save_image
     from storage.records import NewImage, Scope
 
-    container = build_container(load_settings(home=home))
+    container = make_container(home=home)
     try:
         new = NewImage(owner_id=5, prompt="p", seed=1, steps=2, cfg=7.0, sampler="Euler a", width=8, height=8,
                        model="tiny", request={"prompt": "p"}, canonical="p")

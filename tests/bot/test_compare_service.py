@@ -11,11 +11,10 @@ import pytest
 from PIL import Image
 
 from bot.cli import main
-from bot.container import Container, build_container
+from bot.container import Container
 from bot.guild_policy import guard_request
 from bot.jobs import compare_submission
 from bot.services import ComparePlan, compare_grid
-from bot.settings import load_settings
 from generation.errors import BrushworkError
 from generation.metadata import read_recipe
 from storage.records import GuildSettingsRecord, Scope
@@ -26,11 +25,8 @@ WAIT = 120.0
 
 
 @pytest.fixture
-def container(tmp_path, tiny_engine):
-    container = build_container(load_settings(home=tmp_path / "home"))
-    container._engine = tiny_engine
-    yield container
-    container.close()
+def container(make_container, tiny_engine):
+    return make_container(engine=tiny_engine)
 
 
 @pytest.fixture
@@ -173,9 +169,8 @@ def test_brushwork_compare(tmp_path, tiny_engine, monkeypatch, capsys):
     assert code == 2 and "--vary2 and --values2 go together" in capsys.readouterr().err
 
 
-def test_compatible_cells_are_split_by_the_devices_memory(tmp_path, tiny_engine, calls):
-    container = build_container(load_settings(home=tmp_path / "home", queue_batch_megapixels=2 * 64 * 64 / 1e6))
-    container._engine = tiny_engine
+def test_compatible_cells_are_split_by_the_devices_memory(make_container, tiny_engine, calls):
+    container = make_container(engine=tiny_engine, queue_batch_megapixels=2 * 64 * 64 / 1e6)
     try:
         plan = container.images.plan_compare(f"a heron {TINY}", "seed", "1, 2, 3, 4, 5", SCOPE)
         handle = container.queue.submit(compare_submission(plan, SCOPE))

@@ -11,9 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bot.container import build_container
 from bot.lora_services import ServerLoraError, Upload, UploadRefused
-from bot.settings import load_settings
 from generation.datasets import DatasetError
 from storage.records import Scope
 
@@ -41,11 +39,9 @@ def zipped(members: dict[str, bytes]) -> bytes:
 
 
 @pytest.fixture
-def container(tmp_path):
-    container = build_container(load_settings(home=tmp_path / "home", dataset_max_images=6, dataset_max_per_guild=2,
-                                              dataset_max_image_mb=0.05, dataset_max_mb_per_guild=0.2))
-    yield container
-    container.close()
+def container(make_container):
+    return make_container(dataset_max_images=6, dataset_max_per_guild=2, dataset_max_image_mb=0.05,
+                          dataset_max_mb_per_guild=0.2)
 
 
 def codes(result) -> list[str]:
@@ -213,11 +209,10 @@ def test_names_rights_and_isolation(container):
     datasets.delete(dm, "ink")
 
 
-def test_one_upload_has_a_combined_size_cap_checked_before_downloading(tmp_path):
+def test_one_upload_has_a_combined_size_cap_checked_before_downloading(make_container):
     """Sizes are checked file by file, in upload order: a file over its own limit, or one that
     no longer fits in the upload's combined cap, is refused by name; the others go on."""
-    container = build_container(load_settings(home=tmp_path / "home", dataset_max_image_mb=0.05,
-                                              dataset_max_upload_mb=0.1))
+    container = make_container(dataset_max_image_mb=0.05, dataset_max_upload_mb=0.1)
     try:
         datasets = container.datasets
         datasets.create(A, "ink")

@@ -9,9 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from PIL import Image
 
-from bot.container import build_container
 from bot.history import HistoryService, message_link
-from bot.settings import load_settings
 from storage.archive import save_image
 from storage.records import NewImage, Scope
 
@@ -47,10 +45,8 @@ _clock_log: list[datetime] = []
 
 
 @pytest.fixture
-def container(tmp_path):
-    container = build_container(load_settings(home=tmp_path / "home"))
-    yield container
-    container.close()
+def container(make_container):
+    return make_container()
 
 
 def test_pages_are_anchored_scoped_and_restart_when_the_anchor_is_gone(container):

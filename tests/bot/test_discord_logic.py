@@ -9,7 +9,6 @@ import time
 import pytest
 
 from bot.chat import ImagineOptions, Origin, choices
-from bot.container import build_container
 from bot.discord_app.components import modal_values, result_view
 from bot.discord_app.delivery import (
     TOKEN_LIFETIME_S,
@@ -24,7 +23,6 @@ from bot.discord_app.delivery import (
     status_for,
 )
 from bot.jobs import plan_submission
-from bot.settings import load_settings
 from generation.errors import BrushworkError, ImageNotFound, QueueError, RequestError
 from generation.grammar import parse
 from generation.queue import JobCancelled, JobProgress, JobQueued, JobStalled, JobState
@@ -35,16 +33,14 @@ ALICE, BOB, CAROL = 11, 12, 13
 
 
 @pytest.fixture
-def container(tmp_path, tiny_engine):
+def container(make_container, tiny_engine):
+    from generation.engine import FolderLoraResolver
     from tests.bot.harness import GatedEngine
 
-    container = build_container(load_settings(home=tmp_path / "home"))
-    container._engine = GatedEngine(tiny_engine)  # planning checks LoRAs against its (absent) folder
-    from generation.engine import FolderLoraResolver
-
-    container._engine.lora_resolver = FolderLoraResolver(container.settings.loras_dir)
-    yield container
-    container.close()
+    engine = GatedEngine(tiny_engine)  # planning checks LoRAs against its (absent) folder
+    container = make_container(engine=engine)
+    engine.lora_resolver = FolderLoraResolver(container.settings.loras_dir)
+    return container
 
 
 def origin(user=ALICE, guild=GUILD, *, channel=900, locale="en", nsfw=False, manage=False) -> Origin:

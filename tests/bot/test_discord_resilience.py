@@ -229,16 +229,13 @@ def test_run_with_a_refused_token_says_so_without_printing_it(tmp_path, monkeypa
     assert "refused the bot token" in err and secret not in err
 
 
-async def test_serve_runs_the_bot_until_closed(fake_discord, tmp_path, tiny_engine):
+async def test_serve_runs_the_bot_until_closed(fake_discord, make_container, tiny_engine):
     import asyncio
 
-    from bot.container import build_container
     from bot.discord_app.client import serve
-    from bot.settings import load_settings
 
     fake_discord.add_standard_world()
-    container = build_container(load_settings(home=tmp_path / "home"))
-    container._engine = tiny_engine
+    container = make_container(engine=tiny_engine)
     try:
         task = asyncio.create_task(serve(container, fake_discord.token))
         await fake_discord.wait_ready()

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.container import build_container
 from bot.guild_policy import channel_allowed, check_channel, guard_request
-from bot.settings import load_settings
 from generation.errors import BrushworkError
 from generation.grammar import parse
 from storage.records import GuildSettingsRecord, Scope
@@ -18,11 +16,8 @@ GUILD, OTHER = 4242, 5353
 
 
 @pytest.fixture
-def container(tmp_path):
-    container = build_container(load_settings(home=tmp_path / "home", queue_max_per_user=5,
-                                              queue_daily_images=200))
-    yield container
-    container.close()
+def container(make_container):
+    return make_container(queue_max_per_user=5, queue_daily_images=200)
 
 
 def error_code(call, *args, **kwargs) -> str:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from bot.container import build_container
-from bot.settings import load_settings
 from generation.errors import BrushworkError
 from generation.grammar import parse
 from storage.records import Scope
@@ -16,10 +14,8 @@ USER, GUILD = 21, 4242
 
 
 @pytest.fixture
-def container(tmp_path):
-    container = build_container(load_settings(home=tmp_path / "home"))
-    yield container
-    container.close()
+def container(make_container):
+    return make_container()
 
 
 def test_defaults_are_checked_and_saved_in_canonical_form(container):

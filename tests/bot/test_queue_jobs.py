@@ -9,9 +9,7 @@ import pytest
 from PIL import Image
 
 from bot.cli import main
-from bot.container import build_container
 from bot.jobs import plan_submission
-from bot.settings import load_settings
 from generation.errors import OutOfMemoryError, QueueError
 from generation.metadata import read_recipe
 from generation.queue import JobProgress, JobState
@@ -23,11 +21,8 @@ WAIT = 120.0
 
 
 @pytest.fixture
-def container(tmp_path, tiny_engine):
-    container = build_container(load_settings(home=tmp_path / "home"))
-    container._engine = tiny_engine  # the session's tiny engine: no second model build
-    yield container
-    container.close()
+def container(make_container, tiny_engine):
+    return make_container(engine=tiny_engine)  # the session's tiny engine: no second model build
 
 
 @pytest.fixture
@@ -116,8 +111,8 @@ def test_out_of_memory_splits_the_batch_and_the_images_stay_the_same(container, 
         assert np.array_equal(pixels(saved.path), np.asarray(original(plan.request.images())[0].image, np.float64))
 
 
-def test_a_lora_never_leaks_into_the_next_job(tmp_path, make_lora):
-    container = build_container(load_settings(home=tmp_path / "home"))
+def test_a_lora_never_leaks_into_the_next_job(make_container, make_lora):
+    container = make_container()
     try:
         container.settings.loras_dir.mkdir(parents=True)
         make_lora(container.settings.loras_dir, "inkwash")

@@ -17,9 +17,7 @@ import pytest
 from PIL import Image
 
 from bot.cli import main
-from bot.container import build_container
 from bot.jobs import plan_submission
-from bot.settings import load_settings
 from generation.metadata import read_recipe
 from storage.records import JobStatus, Scope
 
@@ -79,11 +77,11 @@ def image_count(container) -> int:
 
 
 def test_killed_workers_lose_nothing_and_the_job_completes_exactly_once(tmp_path, tiny_engine, monkeypatch,
-                                                                        capsys, start_worker):
+                                                                        capsys, start_worker, make_container):
     home = tmp_path / "home"
     monkeypatch.setenv("BRUSHWORK_HOME", str(home))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    container = build_container(load_settings(home=home))
+    container = make_container(home=home)
     try:
         scope = Scope(user_id=77, guild_id=5)
         plan = container.images.plan_generate("a harbour at night --seed 21 --size 64x64 --steps 6 --n 2", scope)

@@ -9,9 +9,7 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from bot.cli import main
-from bot.container import build_container
 from bot.discord_app.delivery import file_info_card
-from bot.settings import load_settings
 from generation.engine import Engine
 from generation.models import ModelRegistry, ModelSpec
 from generation.models.hashing import sha256_file
@@ -63,10 +61,8 @@ def home(tmp_path, monkeypatch, checkpoint):
 
 
 @pytest.fixture
-def container(home):
-    container = build_container(load_settings(home=home))
-    yield container
-    container.close()
+def container(home, make_container):
+    return make_container(home=home)
 
 
 def test_show_uses_the_model_with_that_hash_and_names_what_is_not_reproduced(home, container, checkpoint,

@@ -12,7 +12,6 @@ import threading
 import time
 import zipfile
 from datetime import UTC, datetime
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -21,10 +20,8 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from bot.container import build_container
 from bot.jobs import plan_submission
 from bot.lora_services import ServerLoraError, TrainOptions, Upload, before_after_png
-from bot.settings import load_settings
 from generation.errors import Cancelled, ModelError
 from generation.metadata import read_recipe
 from generation.models.hashing import FileHasher
@@ -62,12 +59,6 @@ def kohya_zip() -> bytes:
     return out.getvalue()
 
 
-def new_container(home: Path, tiny_engine, **settings):
-    container = build_container(load_settings(home=home, **settings))
-    container._engine = tiny_engine  # the session's tiny model: no second build
-    return container
-
-
 def make_dataset(container, scope: Scope, name: str = "ink") -> None:
     container.datasets.create(scope, name)
     container.datasets.add_images(scope, name, [Upload(f"{i}.png", picture(i)) for i in range(3)],
@@ -99,10 +90,10 @@ def run_jobs(container, handles):
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, tiny_engine):
+def world(tmp_path_factory, tiny_engine, make_module_container):
     """Guild A trained `ink` (6 steps in chunks of 4) from three uploads and a zip; the queue is stopped."""
     home = tmp_path_factory.mktemp("server-loras") / "home"
-    container = new_container(home, tiny_engine, training_chunk_steps=4)
+    container = make_module_container(home=home, engine=tiny_engine, training_chunk_steps=4)
     make_dataset(container, A)
     started = container.loras.train(A, TrainOptions(name="ink", dataset="ink", **SMALL), can_manage=True)
     assert started.lora.status is LoraStatus.TRAINING
@@ -345,8 +336,8 @@ def _recorder():
     return log, lock, follow
 
 
-def test_a_generation_submitted_during_training_starts_within_one_chunk(tmp_path, tiny_engine):
-    container = new_container(tmp_path / "home", tiny_engine, training_chunk_seconds=600,
+def test_a_generation_submitted_during_training_starts_within_one_chunk(make_container, tiny_engine):
+    container = make_container(engine=tiny_engine, training_chunk_seconds=600,
                               training_max_steps=100_000, training_sample_every=0)
     try:
         make_dataset(container, A)
@@ -396,9 +387,9 @@ def test_a_generation_submitted_during_training_starts_within_one_chunk(tmp_path
         container.close()
 
 
-def test_a_restart_during_training_resumes_from_the_checkpoint(tmp_path, tiny_engine):
+def test_a_restart_during_training_resumes_from_the_checkpoint(tmp_path, tiny_engine, make_container):
     home = tmp_path / "home"
-    first = new_container(home, tiny_engine, training_chunk_steps=2)
+    first = make_container(home=home, engine=tiny_engine, training_chunk_steps=2)
     try:
         make_dataset(first, A)
         started = first.loras.train(A, TrainOptions(name="ink", dataset="ink", **SMALL), can_manage=True)
@@ -420,7 +411,7 @@ def test_a_restart_during_training_resumes_from_the_checkpoint(tmp_path, tiny_en
     assert checkpoint.state == "queued" and checkpoint.step == steps_before[-1] >= 2
     assert first.queue.store.snapshot(started.job_id).state is JobState.QUEUED
 
-    second = new_container(home, tiny_engine, training_chunk_steps=2)
+    second = make_container(home=home, engine=tiny_engine, training_chunk_steps=2)
     try:
         steps_after: list[int] = []
         second.queue.subscribe(started.job_id, lambda e: isinstance(e, JobProgress) and steps_after.append(e.step))
@@ -433,8 +424,8 @@ def test_a_restart_during_training_resumes_from_the_checkpoint(tmp_path, tiny_en
         second.close()
 
 
-def test_cancelling_a_waiting_training_keeps_nothing(tmp_path, tiny_engine):
-    container = new_container(tmp_path / "home", tiny_engine)
+def test_cancelling_a_waiting_training_keeps_nothing(make_container, tiny_engine):
+    container = make_container(engine=tiny_engine)
     try:
         make_dataset(container, A)
         started = container.loras.train(A, TrainOptions(name="ink", dataset="ink", **SMALL), can_manage=True)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from bot.container import build_container
 from bot.services import GenerationPlan
-from bot.settings import load_settings
 from generation.errors import ImageNotFound, ModelError, RequestError
 from generation.metadata import read_recipe
 from generation.operations import Relation
@@ -18,11 +16,8 @@ ALICE, BOB = 1001, 1002
 
 
 @pytest.fixture
-def container(tmp_path, tiny_engine):
-    container = build_container(load_settings(home=tmp_path / "home"))
-    container._engine = tiny_engine  # share the session's tiny engine: same registry, no second build
-    yield container
-    container.close()
+def container(make_container, tiny_engine):
+    return make_container(engine=tiny_engine)  # share the session's tiny engine: same registry, no second build
 
 
 def make(container, text: str, scope: Scope):
@@ -143,8 +138,8 @@ def test_mistakes_are_typed_errors(container):
     assert "图片" in exc.value.message("zh-CN")
 
 
-def test_lora_from_the_home_folder_is_hashed_into_row_and_png(tmp_path, make_lora):
-    container = build_container(load_settings(home=tmp_path / "home"))
+def test_lora_from_the_home_folder_is_hashed_into_row_and_png(make_container, make_lora):
+    container = make_container()
     try:
         container.settings.loras_dir.mkdir(parents=True)
         make_lora(container.settings.loras_dir, "inkwash")

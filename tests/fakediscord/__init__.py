@@ -12,7 +12,8 @@ Quick start (the ``fake_discord`` fixture in ``tests/bot/conftest.py`` does the 
             assert message.attachments[0].data.startswith(b"\\x89PNG")
     await fake.stop()
 
-``server``/``rest``/``gateway`` import aiohttp only; ``discordpy`` holds the discord.py glue.
+``server`` (and the layers it stacks, see README.md), ``rest`` and ``gateway`` import aiohttp only;
+``discordpy`` holds the discord.py glue.
 """
 
 from .errors import APIError, FakeDiscordUsageError, WaitTimeout

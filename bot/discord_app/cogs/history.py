@@ -20,6 +20,7 @@ from discord.ext import commands
 from bot.discord_app.context import caller, report_error, send
 from bot.discord_app.translator import text
 from bot.history import HistoryPage, HistoryService, message_link
+from bot.texts import clip
 
 if TYPE_CHECKING:
     from bot.discord_app.client import BrushworkBot
@@ -36,9 +37,7 @@ def custom_id(user_id: int, anchor: str, page: int) -> str:
 
 
 def entry_text(who: Caller, number: int, record: ImageRecord) -> str:
-    prompt = record.prompt.replace("\n", " ").replace("`", "'")
-    if len(prompt) > PROMPT_SHOWN:
-        prompt = prompt[:PROMPT_SHOWN - 1] + "…"
+    prompt = clip(record.prompt.replace("\n", " ").replace("`", "'"), PROMPT_SHOWN)
     when = f"<t:{int(record.created_at.timestamp())}:R>"
     link = message_link(record)
     details = who.t("history.entry.details", seed=record.seed, size=f"{record.width}×{record.height}",

@@ -22,6 +22,8 @@ from discord.ext import commands
 from bot.discord_app.context import caller, report_error, send
 from bot.discord_app.translator import text
 from bot.queue_status import JobLabel, QueueOverview, describe_jobs, overview
+from bot.texts import duration, progress_bar
+from bot.texts import shorten as one_line
 from generation.queue import JobState, Requester
 from generation.request import format_number
 
@@ -37,24 +39,13 @@ PROMPT_SHOWN = 60
 # ---------------------------------------------------------------------- small texts (shared with /compare)
 
 
-def duration(seconds: float | None, locale: str) -> str:
-    from generation.i18n import translate
-
-    if seconds is None:
-        return translate("queue_cmd.duration.unknown", locale)
-    if seconds < 90:
-        return translate("queue_cmd.duration.seconds", locale, n=max(1, round(seconds)))
-    return translate("queue_cmd.duration.minutes", locale, n=round(seconds / 60))
-
-
 def bar(fraction: float, width: int = 10) -> str:
-    filled = min(width, max(0, round(width * fraction)))
-    return "▰" * filled + "▱" * (width - filled)
+    return progress_bar(fraction, 1, width)
 
 
 def shorten(value: str, limit: int = PROMPT_SHOWN) -> str:
-    value = " ".join(value.split()).replace("`", "'")
-    return value if len(value) <= limit else value[:limit - 1] + "…"
+    """A prompt on one line, without backticks (it is shown inside code spans)."""
+    return one_line(value.replace("`", "'"), limit)
 
 
 def requester_of(who: Caller) -> Requester:

@@ -32,6 +32,7 @@ from bot.discord_app.context import caller, send
 from bot.discord_app.translator import text
 from bot.guild_policy import allowed_channels, channel_mentions, safety_policy
 from bot.preferences import LIMIT_OPTIONS, MAX_DEFAULTS_LENGTH, LimitValue, check_manage_guild
+from bot.texts import clip, complete_last
 from generation.request import format_number
 
 if TYPE_CHECKING:
@@ -44,10 +45,6 @@ if TYPE_CHECKING:
 Translate = Callable[..., str]
 FIELD_LIMIT = 1024
 WORDS_SHOWN = 60
-
-
-def _clip(value: str, limit: int = FIELD_LIMIT) -> str:
-    return value if len(value) <= limit else value[:limit - 1] + "…"
 
 
 def render_defaults(t: Translate, record: GuildSettingsRecord) -> str:
@@ -95,17 +92,19 @@ def render_safety(t: Translate, policy: SafetyPolicy, classifier_configured: boo
         classifier = t("server.show.classifier_on" if classifier_configured else "server.show.classifier_missing")
     else:
         classifier = t("server.show.classifier_off")
-    return _clip("\n".join([banned, negative, classifier, t("server.show.safety_scope")]))
+    return clip("\n".join([banned, negative, classifier, t("server.show.safety_scope")]), FIELD_LIMIT)
 
 
 def settings_embed(who: Caller, record: GuildSettingsRecord, preferences: PreferencesService) -> discord.Embed:
     t = who.t
     embed = discord.Embed(title=t("server.show.title"), colour=discord.Colour.blurple())
-    embed.add_field(name=t("server.show.defaults"), value=_clip(render_defaults(t, record)), inline=False)
-    embed.add_field(name=t("server.show.models"), value=_clip(render_models(t, record)), inline=False)
-    embed.add_field(name=t("server.show.limits"), value=_clip(render_limits(t, preferences.limit_values(record))),
+    limits = render_limits(t, preferences.limit_values(record))
+    embed.add_field(name=t("server.show.defaults"), value=clip(render_defaults(t, record), FIELD_LIMIT),
                     inline=False)
-    embed.add_field(name=t("server.show.channels"), value=_clip(render_channels(t, record)), inline=False)
+    embed.add_field(name=t("server.show.models"), value=clip(render_models(t, record), FIELD_LIMIT), inline=False)
+    embed.add_field(name=t("server.show.limits"), value=clip(limits, FIELD_LIMIT), inline=False)
+    embed.add_field(name=t("server.show.channels"), value=clip(render_channels(t, record), FIELD_LIMIT),
+                    inline=False)
     embed.add_field(name=t("server.show.safety"),
                     value=render_safety(t, safety_policy(record), preferences.classifier_configured), inline=False)
     embed.set_footer(text=t("server.show.footer"))
@@ -133,7 +132,7 @@ class Server(commands.Cog):
         return who, check_manage_guild(who.manage_guild, who.guild_id)
 
     async def _saved(self, interaction: discord.Interaction, who: Caller, heading: str, body: str) -> None:
-        await send(interaction, _clip(f"✅ {who.t(heading)}\n{body}", 2000))
+        await send(interaction, clip(f"✅ {who.t(heading)}\n{body}", 2000))
 
     # ------------------------------------------------------------------ show
     @settings.command(name="show", description=text("Show every Brushwork setting of this server",
@@ -168,14 +167,8 @@ class Server(commands.Cog):
     async def _model_names(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         """Completes the last name of a comma-separated list from the model registry."""
         names = ["all", *self.bot.container.registry.names()]
-        head, _, last = (current or "").rpartition(",")
-        prefix = f"{head.strip()}, " if head.strip() else ""
-        typed = last.strip().casefold()
-        already = {part.strip().casefold() for part in head.split(",")}
-        matches = [n for n in names if n.casefold().startswith(typed) and n.casefold() not in already]
-        matches += [n for n in names if typed in n.casefold() and n not in matches and n.casefold() not in already]
-        values = [f"{prefix}{name}"[:100] for name in matches if not (prefix and name == "all")]
-        return [app_commands.Choice(name=value, value=value) for value in values[:25]]
+        values = complete_last(current, names, exclusive=("all",))
+        return [app_commands.Choice(name=value, value=value) for value in values]
 
     # ------------------------------------------------------------------ limits
     @settings.command(name="limits", description=text("Queue caps and daily quotas for this server",

@@ -1,59 +1,4 @@
-"""``/lora …``: a server's own LoRA styles — datasets, training with live progress, use, files.
-
-Thin by design: every command reads who asks (:func:`~bot.discord_app.context.caller`, plus the
-member's roles for the trainer role), calls ONE method of :class:`~bot.lora_services.DatasetService`
-or :class:`~bot.lora_services.LoraService` in a thread, and answers in the user's language
-(``bot/locales/*/lora_cmd.json``).  Mistakes and refusals are the services' localized errors,
-answered ephemerally by the tree's error handler.
-
-==================================  =========================================================
-command                             does
-==================================  =========================================================
-``dataset create|list``             a new, empty dataset / this server's datasets
-``dataset add name images …``       up to 10 attachments (images, or zips with same-named
-                                    ``.txt`` captions): announced sizes are checked BEFORE
-                                    anything is downloaded; what is refused is listed with why
-``dataset show``                    the numbered contact sheet and the captions, ✏️ buttons
-``dataset caption|remove``          one image's caption (a form when no text is given) / out
-``dataset delete``                  after a confirmation (Manage Server or the trainer role)
-``train``                           a long job on the shared queue: a public message edited
-                                    with step, loss, ETA and the newest sample image, a cancel
-                                    button, then the LoRA announced with a before/after pair
-``cancel|list|info|delete``         the server's LoRAs (delete asks for a confirmation)
-``export``                          the ``.safetensors`` as an attachment (``kohya`` keys too)
-``import``                          a ``.safetensors`` attachment, checked (size before the
-                                    download, pickles refused, keys and shapes)
-``config``                          Manage Server: the trainer role, folder LoRAs on/off
-==================================  =========================================================
-
-**Rights** are read on every call: ``interaction.permissions`` (Manage Server) and the member's
-roles, turned into ``can_manage`` by :meth:`LoraService.may_manage`; hiding a command is only
-Discord's default, so nothing relies on it.
-
-**Buttons** are ``DynamicItem``s with short versioned ids (``bwl1:…``, see the table below),
-so they work on messages sent before a restart.  The ids are visible to clients: a click
-re-reads the clicking member's server, user and rights, and the target is looked up again in
-that server's own namespace by its public id (another server's id is simply not there).
-
-==============================  ==============================================================
-``bwl1:c:<lora>``               ✖ cancel a training (its starter, or a manager)
-``bwl1:dl:<lora>:<user>``       confirm deleting a LoRA (only the member who asked; rights)
-``bwl1:dd:<dataset>:<user>``    confirm deleting a dataset
-``bwl1:k:<user>``               keep (dismiss a confirmation)
-``bwl1:e:<dataset>:<image>``    ✏️ edit a caption: opens the caption form
-``bwl1:m:<dataset>:<image>``    the caption form's submission (an ``on_interaction``
-                                listener: forms cannot be templates, and this one must work
-                                after a restart too)
-==============================  ==============================================================
-
-**A training's message** is followed like an ``/imagine`` job (:class:`TrainingFollower`): the
-job's reply reference (``v`` ``lora1``: the interaction webhook, message and token, user,
-channel, language) is stored with the job, so a training still waiting or running when the bot
-stops is followed again at the next start; edits go through the delivery helpers
-(:class:`~bot.discord_app.follow.Outbox`: the webhook while the token lives, then the channel),
-throttled (:class:`~bot.discord_app.delivery.ThrottledEditor`, the bot's edit interval, 1.5 s),
-and the announcement after the token expired is a new channel message that mentions the user.
-"""
+"""The ``/lora`` commands (see the package's docstring): each reads who asks and calls ONE service method."""
 
 from __future__ import annotations
 
@@ -61,10 +6,7 @@ import asyncio
 import contextlib
 import io
 import logging
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -72,6 +14,39 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.attachments import fit_image
+from bot.discord_app.cogs.lora.follower import REF_VERSION, TrainingFollower
+from bot.discord_app.cogs.lora.texts import (
+    CHOICES,
+    MAX_CONTENT,
+    AddOutcome,
+    TrainingHead,
+    add_text,
+    choices,
+    clip,
+    code,
+    dataset_list_embed,
+    find_image,
+    info_embed,
+    list_embed,
+    plain,
+    sheet_embed,
+    size_text,
+    status_label,
+    usage_hint,
+)
+from bot.discord_app.cogs.lora.views import (
+    CAPTION_INPUT_ID,
+    CAPTION_MODAL,
+    MAX_CAPTION,
+    CancelTrainingButton,
+    CaptionButton,
+    CaptionModal,
+    ConfirmDeleteButton,
+    KeepButton,
+    cancel_view,
+    caption_view,
+    confirm_view,
+)
 from bot.discord_app.components import modal_values
 from bot.discord_app.context import (
     Caller,
@@ -81,12 +56,9 @@ from bot.discord_app.context import (
     report_error,
     send,
 )
-from bot.discord_app.delivery import ReplyRef, ThrottledEditor, duration, progress_bar
-from bot.discord_app.follow import NO_MENTIONS, FollowerTasks, Outbox, follow_events
+from bot.discord_app.follow import NO_MENTIONS, FollowerTasks
 from bot.discord_app.translator import text
 from bot.lora_services import (
-    MAX_CAPTION_CHARS,
-    AddResult,
     Refusal,
     ServerLoraError,
     TrainOptions,
@@ -97,28 +69,15 @@ from bot.lora_services import (
 )
 from bot.preferences import check_manage_guild
 from generation.errors import BrushworkError
-from generation.i18n import translate
-from generation.queue import JobCancelled, JobDone, JobFailed, JobProgress, JobQueued, JobRequeued, JobStarted
-from storage.ids import ALPHABET, is_public_id, normalize_public_id
 from storage.records import LoraStatus
 
 if TYPE_CHECKING:
     from bot.discord_app.client import BrushworkBot
-    from bot.lora_services import DatasetService, DatasetSheet, LoraDetails, LoraService, TrainingStarted
+    from bot.lora_services import DatasetService, LoraService
     from storage.records import DatasetImageRecord, DatasetRecord, LoraRecord
 
-log = logging.getLogger("brushwork.discord.lora")
 
-PREFIX = "bwl1"  # custom ids of this cog's buttons and form (≤ 100 characters)
-REF_VERSION = "lora1"  # a training's reply reference (the /imagine follower only takes its own, v 1)
-_ID = f"[{ALPHABET}]{{8}}"
-CAPTION_MODAL = re.compile(rf"{PREFIX}:m:(?P<dataset>{_ID}):(?P<image>{_ID})")
-CAPTION_INPUT_ID = f"{PREFIX}:m:caption"
-MAX_CONTENT = 2000
-MAX_EMBED = 4096
-CAPTION_BUTTONS = 20  # ✏️ buttons under a contact sheet (4 rows of 5; more images: /lora dataset caption)
-CHOICES = 25  # Discord's autocomplete limit
-MAX_CAPTION = MAX_CAPTION_CHARS  # what the service accepts, enforced by Discord's client too
+log = logging.getLogger("brushwork.discord.lora")
 
 # ---------------------------------------------------------------------- who may do what
 
@@ -138,483 +97,6 @@ async def can_manage(interaction: discord.Interaction, who: Caller) -> bool:
     loras: LoraService = interaction.client.container.loras  # type: ignore[attr-defined]
     return await asyncio.to_thread(loras.may_manage, who.guild_id, manage_guild=who.manage_guild,
                                    role_ids=member_role_ids(interaction))
-
-
-# ---------------------------------------------------------------------- small texts
-
-
-def clip(value: str, limit: int = MAX_CONTENT) -> str:
-    return value if len(value) <= limit else value[: limit - 1] + "…"
-
-
-def plain(value: str | None, limit: int = 200) -> str:
-    """User text shown in a message: one line, no markdown, no pings."""
-    value = discord.utils.escape_markdown(" ".join((value or "").split()))
-    value = value.replace("@", "@\u200b")
-    return value if len(value) <= limit else value[: limit - 1] + "…"
-
-
-def code(value: str | None, limit: int = 80) -> str:
-    value = (value or "").replace("`", "'").replace("\n", " ")
-    return f"`{value[:limit]}`"
-
-
-def size_text(size: int) -> str:
-    if size >= 1024 * 1024:
-        return f"{size / (1024 * 1024):.1f} MB"
-    return f"{max(1, round(size / 1024))} KB"
-
-
-def status_label(who: Caller, status: LoraStatus) -> str:
-    return who.t(f"lora_cmd.status.{status.value}")
-
-
-def lora_line(who: Caller, record: LoraRecord) -> str:
-    return who.t("lora_cmd.list.line", name=code(record.name), status=status_label(who, record.status),
-                 model=record.base_model, rank=record.rank, steps=record.steps,
-                 hash=code(record.short_hash) if record.short_hash else "—")
-
-
-def list_embed(who: Caller, records: Sequence[LoraRecord], folder: Sequence[str]) -> discord.Embed:
-    lines = [lora_line(who, record) for record in records] or [who.t("lora_cmd.list.empty")]
-    if folder:
-        lines.append(who.t("lora_cmd.list.folder", names=", ".join(code(name) for name in folder)))
-    lines.append(who.t("lora_cmd.list.hint"))
-    title = who.t("lora_cmd.list.title_dm" if who.in_dm else "lora_cmd.list.title")
-    return discord.Embed(title=title, description=clip("\n".join(lines), MAX_EMBED), colour=discord.Colour.blurple())
-
-
-def usage_hint(who: Caller, record: LoraRecord) -> str:
-    trigger = record.trigger_words[0] if record.trigger_words else who.t("lora_cmd.use.subject")
-    return who.t("lora_cmd.use", trigger=plain(trigger, 64), name=record.name)
-
-
-def info_embed(who: Caller, details: LoraDetails, image_name: str | None) -> discord.Embed:
-    lora = details.lora
-    t = who.t
-    embed = discord.Embed(title=t("lora_cmd.info.title", name=lora.name), colour=discord.Colour.blurple())
-    embed.add_field(name=t("lora_cmd.info.status"), value=status_label(who, lora.status))
-    embed.add_field(name=t("lora_cmd.info.source"), value=t(f"lora_cmd.source.{lora.source.value}"))
-    model = lora.base_model if lora.family == lora.base_model else f"{lora.base_model} ({lora.family})"
-    embed.add_field(name=t("lora_cmd.info.model"), value=model)
-    embed.add_field(name=t("lora_cmd.info.size"), value=t("lora_cmd.info.rank", rank=lora.rank,
-                                                           alpha=f"{lora.alpha:g}", steps=lora.steps))
-    if lora.dataset_name or lora.dataset_size:
-        embed.add_field(name=t("lora_cmd.info.dataset"), value=t("lora_cmd.info.dataset_value", name=lora.dataset_name
-                                                                  or "—", count=lora.dataset_size))
-    embed.add_field(name=t("lora_cmd.info.trigger"), value=", ".join(code(w) for w in lora.trigger_words) or "—")
-    if lora.short_hash:
-        embed.add_field(name=t("lora_cmd.info.hash"), value=f"{code(lora.short_hash)} · {size_text(lora.size_bytes)}")
-    embed.add_field(name=t("lora_cmd.info.created"), value=discord.utils.format_dt(lora.created_at, "f"))
-    progress = details.progress
-    if progress is not None:
-        loss = "" if progress.loss is None else t("lora_cmd.info.loss", loss=f"{progress.loss:.4f}")
-        embed.add_field(name=t("lora_cmd.info.progress"), inline=False, value=t(
-            "lora_cmd.info.progress_value", state=t(f"lora_cmd.info.state.{progress.state}"), step=progress.step,
-            total=progress.total, bar=progress_bar(progress.step, progress.total), loss=loss,
-            eta=duration(progress.eta_s, who.locale)))
-    if lora.ready:
-        embed.add_field(name=t("lora_cmd.info.use"), value=usage_hint(who, lora), inline=False)
-    if image_name is not None:
-        embed.set_image(url=f"attachment://{image_name}")
-        embed.set_footer(text=t("lora_cmd.info.before_after"))
-    return embed
-
-
-def dataset_list_embed(who: Caller, records: Sequence[DatasetRecord]) -> discord.Embed:
-    lines = [who.t("lora_cmd.dataset.list.line", name=code(r.name), count=r.image_count, size=size_text(r.total_bytes),
-                   owner=f"<@{r.owner_id}>") for r in records] or [who.t("lora_cmd.dataset.list.empty")]
-    return discord.Embed(title=who.t("lora_cmd.dataset.list.title"), description=clip("\n".join(lines), MAX_EMBED),
-                         colour=discord.Colour.blurple())
-
-
-def caption_text(who: Caller, caption: str | None, limit: int = 150) -> str:
-    return plain(caption, limit) if caption else who.t("lora_cmd.dataset.no_caption")
-
-
-def sheet_embed(who: Caller, sheet: DatasetSheet, image_name: str) -> discord.Embed:
-    lines: list[str] = []
-    used = 0
-    for number, image in enumerate(sheet.images, start=1):
-        line = f"`#{number}` {code(image.original_name or image.public_id, 40)} — {caption_text(who, image.caption)}"
-        if used + len(line) + 1 > MAX_EMBED - 200:
-            lines.append(who.t("lora_cmd.dataset.show.more", count=len(sheet.images) - number + 1))
-            break
-        lines.append(line)
-        used += len(line) + 1
-    embed = discord.Embed(title=who.t("lora_cmd.dataset.show.title", name=sheet.dataset.name,
-                                      count=len(sheet.images)), description="\n".join(lines),
-                          colour=discord.Colour.blurple())
-    embed.set_image(url=f"attachment://{image_name}")
-    embed.set_footer(text=who.t("lora_cmd.dataset.show.footer", shown=min(len(sheet.images), CAPTION_BUTTONS)))
-    return embed
-
-
-@dataclass
-class AddOutcome:
-    """What ``dataset add`` did: the dataset afterwards, the images added, each refusal."""
-
-    dataset: DatasetRecord | None = None
-    added: list[DatasetImageRecord] = field(default_factory=list)
-    refused: list[Refusal] = field(default_factory=list)
-
-    def take(self, result: AddResult) -> None:
-        self.dataset = result.dataset
-        self.added.extend(result.added)
-        self.refused.extend(result.refused)
-
-
-def add_text(who: Caller, name: str, outcome: AddOutcome) -> str:
-    lines: list[str] = []
-    if outcome.added and outcome.dataset is not None:
-        total = outcome.dataset.image_count
-        lines.append(who.t("lora_cmd.dataset.added", count=len(outcome.added), name=outcome.dataset.name,
-                           total=total))
-        first = total - len(outcome.added) + 1
-        for number, image in enumerate(outcome.added, start=first):
-            lines.append(f"`#{number}` {code(image.original_name, 60)} — {caption_text(who, image.caption, 100)}")
-    if outcome.refused:
-        lines.append(who.t("lora_cmd.dataset.refused" if outcome.added else "lora_cmd.dataset.nothing_added",
-                           count=len(outcome.refused), name=name))
-        lines.extend(f"• {refusal.error.message(who.locale)}" for refusal in outcome.refused)
-    if outcome.added:
-        lines.append(who.t("lora_cmd.dataset.added_hint", name=outcome.dataset.name if outcome.dataset else name))
-    return clip("\n".join(lines))
-
-
-def find_image(images: Sequence[DatasetImageRecord], ref: str) -> tuple[int, DatasetImageRecord] | None:
-    """An image by its number on the sheet (``3``, ``#3``) or its id, with its number."""
-    value = str(ref).strip().lstrip("#")
-    if value.isdigit() and 1 <= int(value) <= len(images):
-        return int(value), images[int(value) - 1]
-    ident = normalize_public_id(value)
-    if is_public_id(ident):
-        for number, image in enumerate(images, start=1):
-            if image.public_id == ident:
-                return number, image
-    return None
-
-
-def choices(names: Sequence[str], typed: str) -> list[app_commands.Choice[str]]:
-    """Names starting with what was typed, then names containing it (case-insensitive), at most 25."""
-    wanted = (typed or "").strip().casefold()
-    starts = [n for n in names if n.casefold().startswith(wanted)]
-    contains = [n for n in names if wanted and wanted in n.casefold() and n not in starts]
-    return [app_commands.Choice(name=n[:100], value=n[:100]) for n in (starts + contains)[:CHOICES]]
-
-
-# ---------------------------------------------------------------------- buttons and the caption form
-
-
-class CancelTrainingButton(discord.ui.DynamicItem[discord.ui.Button], template=rf"{PREFIX}:c:(?P<lora>{_ID})"):
-    """✖ on a training's message: its starter or a manager may cancel it."""
-
-    def __init__(self, lora_id: str, *, label: str | None = None) -> None:
-        super().__init__(discord.ui.Button(label=label, emoji="✖️", style=discord.ButtonStyle.secondary,
-                                           custom_id=f"{PREFIX}:c:{lora_id}"))
-        self.lora_id = lora_id
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
-                             match: re.Match[str], /) -> CancelTrainingButton:
-        return cls(match["lora"], label=item.label)
-
-    async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
-        await _cog(interaction).cancel_clicked(interaction, self.lora_id)
-
-
-class ConfirmDeleteButton(discord.ui.DynamicItem[discord.ui.Button],
-                          template=rf"{PREFIX}:d(?P<kind>[ld]):(?P<ref>{_ID}):(?P<user>[0-9]{{1,20}})"):
-    """🗑 on a confirmation: ``l`` a LoRA, ``d`` a dataset; only for the member who asked."""
-
-    def __init__(self, kind: str, ref: str, user_id: int, *, label: str | None = None) -> None:
-        super().__init__(discord.ui.Button(label=label, emoji="🗑️", style=discord.ButtonStyle.danger,
-                                           custom_id=f"{PREFIX}:d{kind}:{ref}:{user_id}"))
-        self.kind, self.ref, self.user_id = kind, ref, user_id
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
-                             match: re.Match[str], /) -> ConfirmDeleteButton:
-        return cls(match["kind"], match["ref"], int(match["user"]), label=item.label)
-
-    async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
-        await _cog(interaction).delete_confirmed(interaction, self.kind, self.ref, self.user_id)
-
-
-class KeepButton(discord.ui.DynamicItem[discord.ui.Button], template=rf"{PREFIX}:k:(?P<user>[0-9]{{1,20}})"):
-    def __init__(self, user_id: int, *, label: str | None = None) -> None:
-        super().__init__(discord.ui.Button(label=label, style=discord.ButtonStyle.secondary,
-                                           custom_id=f"{PREFIX}:k:{user_id}"))
-        self.user_id = user_id
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
-                             match: re.Match[str], /) -> KeepButton:
-        return cls(int(match["user"]), label=item.label)
-
-    async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
-        who = caller(interaction)
-        if who.user_id != self.user_id:
-            await send(interaction, who.t("lora_cmd.not_your_button"))
-            return
-        await interaction.response.edit_message(content=who.t("lora_cmd.kept"), view=None)
-
-
-class CaptionButton(discord.ui.DynamicItem[discord.ui.Button],
-                    template=rf"{PREFIX}:e:(?P<dataset>{_ID}):(?P<image>{_ID})"):
-    """✏️ under a contact sheet: the caption form of one image."""
-
-    def __init__(self, dataset_id: str, image_id: str, *, label: str | None = None, row: int | None = None) -> None:
-        super().__init__(discord.ui.Button(label=label, emoji="✏️", style=discord.ButtonStyle.secondary,
-                                           custom_id=f"{PREFIX}:e:{dataset_id}:{image_id}", row=row))
-        self.dataset_id, self.image_id = dataset_id, image_id
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
-                             match: re.Match[str], /) -> CaptionButton:
-        return cls(match["dataset"], match["image"], label=item.label)
-
-    async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
-        await _cog(interaction).caption_clicked(interaction, self.dataset_id, self.image_id)
-
-
-class CaptionModal(discord.ui.Modal):
-    """One image's caption.  ``interaction_check`` refuses on purpose: every submission — this
-    process's or one sent before a restart — is handled by :meth:`Lora.on_interaction`."""
-
-    def __init__(self, who: Caller, dataset: DatasetRecord, number: int, image: DatasetImageRecord) -> None:
-        super().__init__(title=who.t("lora_cmd.caption.title", number=number, name=dataset.name)[:45],
-                         custom_id=f"{PREFIX}:m:{dataset.public_id}:{image.public_id}", timeout=15 * 60)
-        self.add_item(discord.ui.TextInput(label=who.t("lora_cmd.caption.label")[:45], custom_id=CAPTION_INPUT_ID,
-                                           style=discord.TextStyle.paragraph, default=(image.caption or "")[:MAX_CAPTION]
-                                           or None, max_length=MAX_CAPTION, required=False))
-
-    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
-        return False
-
-
-def confirm_view(who: Caller, kind: str, ref: str) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    view.add_item(ConfirmDeleteButton(kind, ref, who.user_id, label=who.t("lora_cmd.button.delete")))
-    view.add_item(KeepButton(who.user_id, label=who.t("lora_cmd.button.keep")))
-    return view
-
-
-def cancel_view(lora_id: str, locale: str) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    view.add_item(CancelTrainingButton(lora_id, label=translate("lora_cmd.button.cancel", locale)))
-    return view
-
-
-def caption_view(sheet: DatasetSheet) -> discord.ui.View | None:
-    if not sheet.images:
-        return None
-    view = discord.ui.View(timeout=None)
-    for index, image in enumerate(sheet.images[:CAPTION_BUTTONS]):
-        view.add_item(CaptionButton(sheet.dataset.public_id, image.public_id, label=str(index + 1), row=index // 5))
-    return view
-
-
-def _cog(interaction: discord.Interaction) -> Lora:
-    cog = interaction.client.get_cog(Lora.__cog_name__)  # type: ignore[attr-defined]
-    assert isinstance(cog, Lora)
-    return cog
-
-
-# ---------------------------------------------------------------------- following a training
-
-
-@dataclass(frozen=True, slots=True)
-class TrainingHead:
-    """The first line of a training's message: what is trained, on what, by whom."""
-
-    name: str
-    lora_id: str
-    dataset: str
-    images: int
-    model: str
-    steps: int
-    rank: int
-    resolution: int
-
-    @classmethod
-    def of_started(cls, started: TrainingStarted) -> TrainingHead:
-        lora, config = started.lora, started.config
-        return cls(name=lora.name, lora_id=lora.public_id, dataset=lora.dataset_name or "—",
-                   images=lora.dataset_size, model=lora.base_model, steps=config.steps, rank=config.rank,
-                   resolution=config.resolution)
-
-    @classmethod
-    def of_payload(cls, payload: dict[str, Any]) -> TrainingHead:
-        """From a stored training job (``jobs.request["training"]``), after a restart."""
-        config = dict(payload.get("config") or {})
-        return cls(name=str(payload["name"]), lora_id=str(payload["lora_id"]),
-                   dataset=str(payload.get("dataset_name") or "—"), images=len(payload.get("items") or ()),
-                   model=str(payload.get("model") or "?"), steps=int(config.get("steps") or 0),
-                   rank=int(config.get("rank") or 0), resolution=int(config.get("resolution") or 0))
-
-    def text(self, locale: str, user: int) -> str:
-        return translate("lora_cmd.train.head", locale, name=self.name, dataset=self.dataset, images=self.images,
-                         model=self.model, steps=self.steps, rank=self.rank, resolution=self.resolution,
-                         user=f"<@{user}>")
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """The newest sample image: a file the trainer wrote, or the image it reported."""
-
-    step: int
-    path: str | None
-    image: Any = field(default=None, compare=False, repr=False)
-
-    def png(self) -> bytes | None:
-        if self.path:
-            with contextlib.suppress(OSError):
-                return Path(self.path).read_bytes()
-        if self.image is not None:
-            buffer = io.BytesIO()
-            self.image.save(buffer, format="PNG")
-            return buffer.getvalue()
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class TrainingStatus:
-    line: str
-    sample: Sample | None = None
-
-
-def progress_line(event: JobProgress, locale: str) -> str:
-    detail = dict(event.detail or {})
-    loss = detail.get("loss_ema", detail.get("loss"))
-    eta = event.eta_s if event.eta_s is not None else detail.get("eta_s")
-    return translate("lora_cmd.train.progress", locale, step=event.step, total=event.total,
-                     bar=progress_bar(event.step, event.total),
-                     loss=f"{loss:.4f}" if isinstance(loss, (int, float)) else "—", eta=duration(eta, locale))
-
-
-class TrainingFollower:
-    """Follows one training job: its message edited (throttled) with the queue position, then step,
-    loss, ETA and the newest sample image, with ✖ Cancel; then the announcement, the error, or
-    "cancelled".  Answers go through :class:`~bot.discord_app.follow.Outbox` (webhook, then channel)."""
-
-    def __init__(self, bot: BrushworkBot, job_id: str, ref: dict[str, Any], head: TrainingHead, *,
-                 fresh: bool = False) -> None:
-        self.bot = bot
-        self.job_id = job_id
-        self.ref_data = ref
-        self.ref = ReplyRef.from_dict(ref)
-        self.head = head
-        self.fresh = fresh
-        self.outbox = Outbox(bot, self.ref)
-        self.delivering = False
-        self._shown_sample: int | None = None
-        self._sample: Sample | None = None
-        self._progressed = False
-
-    @property
-    def locale(self) -> str:
-        return self.ref.locale
-
-    def t(self, key: str, **params: Any) -> str:
-        return translate(key, self.locale, **params)
-
-    def content(self, *lines: str | None) -> str:
-        return clip("\n".join([self.head.text(self.locale, self.ref.user), *[line for line in lines if line]]))
-
-    async def run(self) -> None:
-        handle = self.bot.container.queue.handle(self.job_id)
-        editor: ThrottledEditor[TrainingStatus] = ThrottledEditor(self._show, self.bot.edit_interval,
-                                                                  wait_first=self.fresh)
-        terminal = await follow_events(handle, editor, self._status)
-        self.delivering = True
-        if isinstance(terminal, JobDone):
-            await self.announce(terminal.result)
-        elif isinstance(terminal, JobFailed):
-            await self._final(self.content(self.t("lora_cmd.train.failed", name=self.head.name,
-                                                  error=terminal.error.message(self.locale))))
-        elif isinstance(terminal, JobCancelled):
-            await self._final(self.content(self.t("lora_cmd.train.cancelled", name=self.head.name)))
-        with contextlib.suppress(Exception):  # the interaction token leaves the job's row
-            await asyncio.to_thread(self.bot.container.chat.finish_reply, self.job_id, self.ref_data)
-
-    def _status(self, event: Any) -> TrainingStatus | None:
-        if isinstance(event, JobProgress):
-            self._progressed = True
-            detail = dict(event.detail or {})
-            if detail.get("sample_path") or event.preview is not None:
-                self._sample = Sample(event.step, detail.get("sample_path"), event.preview)
-            return TrainingStatus(progress_line(event, self.locale), self._sample)
-        if self._progressed and isinstance(event, (JobQueued, JobStarted)):
-            return None  # between two chunks: the progress line stays
-        if isinstance(event, JobQueued):
-            code = "lora_cmd.train.next" if event.position <= 0 else "lora_cmd.train.queued"
-            return TrainingStatus(self.t(code, position=event.position + 1, eta=duration(event.eta_s, self.locale)))
-        if isinstance(event, JobStarted):
-            return TrainingStatus(self.t("lora_cmd.train.started"))
-        if isinstance(event, JobRequeued) and event.reason != "chunk":
-            return TrainingStatus(self.t("lora_cmd.train.requeued"), self._sample)
-        return None
-
-    async def _show(self, status: TrainingStatus) -> None:
-        sample = status.sample
-        sample_line = self.t("lora_cmd.train.sample", step=sample.step) if sample is not None else None
-        fields: dict[str, Any] = {"content": self.content(status.line, sample_line), "allowed_mentions": NO_MENTIONS,
-                                  "view": cancel_view(self.head.lora_id, self.locale)}
-        if sample is not None and sample.step != self._shown_sample:
-            data = await asyncio.to_thread(sample.png)
-            if data is not None:
-                fields["attachments"] = [discord.File(io.BytesIO(data), filename=f"sample-{sample.step:06d}.png")]
-        await self.outbox.edit(self.ref.message, **fields)
-        if "attachments" in fields and sample is not None:
-            self._shown_sample = sample.step
-
-    async def announce(self, result: Any) -> None:
-        """The LoRA is ready: its numbers, how to use it, and the before/after pair."""
-        if result is None or not hasattr(result, "lora"):
-            result = await asyncio.to_thread(self.bot.container.loras.result, self.job_id)
-        if result is None:  # the LoRA was deleted meanwhile
-            await self._final(self.content(self.t("lora_cmd.train.gone", name=self.head.name)))
-            return
-        lora = result.lora
-        t = self.t
-        lines = [t("lora_cmd.train.done", name=lora.name, steps=lora.steps, rank=lora.rank, model=lora.base_model,
-                   hash=lora.short_hash or "—"),
-                 translate("lora_cmd.use", self.locale, trigger=plain((lora.trigger_words or [""])[0], 64)
-                           or t("lora_cmd.use.subject"), name=lora.name)]
-        files: list[discord.File] = []
-        if result.before is not None and result.after is not None:
-            labels = (t("lora_cmd.before"), t("lora_cmd.after"))
-            try:
-                data = await asyncio.to_thread(before_after_png, result.before, result.after, labels=labels)
-                upload = await asyncio.to_thread(fit_image, f"{lora.name}-before-after.png", data, self.ref.limit)
-                files.append(discord.File(io.BytesIO(upload.data), filename=upload.filename))
-                lines.append(t("lora_cmd.train.before_after"))
-            except (OSError, ValueError):
-                log.warning("no before/after picture for LoRA %s", lora.public_id, exc_info=True)
-        await self._final(self.content(*lines), files)
-
-    async def _final(self, content: str, files: list[discord.File] | None = None) -> None:
-        """Edit the training's message into its end; after the token expired (or if the message is
-        gone), say so on the old message and post a channel message that mentions the user."""
-        fields: dict[str, Any] = {"content": content, "view": None, "allowed_mentions": NO_MENTIONS,
-                                  "attachments": list(files or [])}
-        try:
-            if await self.outbox.edit(self.ref.message, fallback=False, **fields):
-                return
-        except discord.NotFound:
-            pass
-        except discord.HTTPException as error:
-            log.info("could not edit the message of training job %s: %s", self.job_id, error)
-        with contextlib.suppress(discord.HTTPException, RuntimeError):
-            await self.outbox.edit(self.ref.message, content=self.content(self.t("lora_cmd.train.see_below")),
-                                   view=None, attachments=[], allowed_mentions=NO_MENTIONS)
-        for file in files or ():
-            file.reset()
-        extra: dict[str, Any] = {"files": list(files)} if files else {}
-        await self.outbox.post(content=content[:1900], **extra)
-
-
 # ---------------------------------------------------------------------- the cog
 
 
@@ -850,7 +332,7 @@ class Lora(commands.Cog):
         self.follow(started.job_id, ref, head, fresh=True)  # first: the job is queued whatever happens below
         try:
             await interaction.edit_original_response(
-                content=clip(f"{head.text(who.locale, who.user_id)}\n{who.t('lora_cmd.train.submitted')}"),
+                content=clip(f"{head.text(who.locale, who.user_id)}\n{who.t('lora_cmd.train.submitted')}", MAX_CONTENT),
                 view=cancel_view(head.lora_id, who.locale), allowed_mentions=NO_MENTIONS)
         except discord.HTTPException as error:  # an expired token: the follower edits through the channel
             log.info("could not edit the acknowledgement of training job %s: %s", started.job_id, error)
