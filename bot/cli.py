@@ -522,14 +522,19 @@ def _db_check(container: Container, args: argparse.Namespace) -> int:
     if any(report.missing for report in reports):
         print("Files of the rows marked missing are gone: restore them from a backup (their recipes are still "
               "in the database: `brushwork show ID`).")
+    young = sum(report.too_new for report in reports)
     if not strays:
-        print("No stray files.")
+        print("No stray files." if not young else f"No stray files older than {args.grace_minutes} min.")
     elif args.clean:
         removed, freed = remove_strays(container.unit_of_work, roots, reports, grace=grace)
         print(f"Deleted {removed} stray file(s) or folder(s) ({human_size(freed)}).")
     else:
         print(f"Run `brushwork db check --clean` to delete the {strays} stray file(s) or folder(s) "
               f"({human_size(size)}).")
+    if young:  # after a crash, its strays are young: say so, or "no stray files" would be the last word
+        print(f"Skipped {young} unreferenced file(s) or folder(s) younger than {args.grace_minutes} min: their "
+              f"rows may still be being written. Run `brushwork db check` again in {args.grace_minutes} min "
+              "(or with `--grace-minutes 0` while no Brushwork process is running).")
     return EXIT_OK
 
 

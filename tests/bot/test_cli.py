@@ -196,6 +196,23 @@ def test_db_check_lists_stray_files_and_clean_deletes_them(home, capsys):
     assert not (home / "images" / "2000").exists()  # emptied folders go too (not ones made just now)
 
 
+def test_db_check_says_how_many_young_files_it_skipped(home, capsys):
+    """After a crash the stray files are young: the summary must not end at "no stray files"."""
+    assert main(["db", "upgrade"]) == 0
+    young = home / "images" / "2026" / "01" / "yyyyyyyy.png"
+    young.parent.mkdir(parents=True)
+    young.write_bytes(b"\x89PNG" + b"0" * 100)  # written just now, no row: a crash between file and row
+    capsys.readouterr()
+    assert main(["db", "check"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()
+    assert last[-2] == "No stray files older than 60 min."
+    assert last[-1].startswith("Skipped 1 unreferenced file(s) or folder(s) younger than 60 min")
+    assert "again in 60 min" in last[-1] and young.exists()
+    assert main(["db", "check", "--grace-minutes", "0"]) == 0  # judged now: a stray, nothing skipped
+    out = capsys.readouterr().out
+    assert "1 stray" in out and "Skipped" not in out
+
+
 def test_db_purge_removes_files_of_deleted_images_only(home, capsys):
     from bot.container import build_container
     from bot.settings import load_settings
