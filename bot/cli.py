@@ -109,6 +109,7 @@ class Progress:
         self._last = 0.0
         self._said_position: int | None = None
         self._stepped = False
+        self._said_loading = False  # the wait re-subscribes now and then: each replay says "started" again
 
     def __call__(self, event: JobEvent) -> None:
         from generation.queue import JobProgress, JobQueued, JobRequeued, JobStalled, JobStarted
@@ -122,7 +123,8 @@ class Progress:
                                   f"(brushwork cancel {event.job_id} to drop it)\n")
                 self.stream.flush()
         elif isinstance(event, JobStarted):
-            if self.model and not self._stepped and self._model_loads():
+            if self.model and not self._stepped and not self._said_loading and self._model_loads():
+                self._said_loading = True
                 self.stream.write(f"loading model {self.model} …\n")
                 self.stream.flush()
         elif isinstance(event, JobStalled):
@@ -194,6 +196,7 @@ def _run_plan(container: Container, plan: GenerationPlan, args: argparse.Namespa
     from bot.jobs import plan_submission
 
     _print_notes(plan)
+    _check_devices(container)
     progress = _progress(container, args, plan.request.model)
     handle = container.queue.submit(plan_submission(plan, _scope()))
     saved = _wait(container, handle, progress)
@@ -201,17 +204,34 @@ def _run_plan(container: Container, plan: GenerationPlan, args: argparse.Namespa
     return EXIT_OK
 
 
+def _check_devices(container: Container) -> None:
+    """Before a job is stored: when this process will run it, refuse a device that is not
+    there now (one line, exit 2) rather than queue a job no worker here can ever run."""
+    if not container.queue.started and not container.queue.remote_worker_alive():
+        container.check_devices()
+
+
 def _wait(container: Container, handle: JobHandle, progress: Progress) -> list[SavedImage]:
     """Wait for a job: run a worker here unless another process's worker is alive (and take
-    over if that one goes away).  Ctrl-C cancels the job."""
+    over if that one goes away).  Ctrl-C cancels the job.  If this process's worker cannot
+    run (its device is gone) and no other process's can, the job is cancelled and the reason
+    raised."""
     queue = container.queue
     try:
         while True:
             if not queue.started and not queue.remote_worker_alive():
-                container.start_workers()
+                try:
+                    container.start_workers()
+                except BrushworkError:
+                    handle.cancel()  # nothing here can run it: leave no job behind
+                    raise
             try:
-                return handle.wait(timeout=None if queue.started else REMOTE_CHECK_S, on_event=progress)
+                return handle.wait(timeout=REMOTE_CHECK_S, on_event=progress)
             except TimeoutError:
+                failure = queue.worker_failure
+                if failure is not None and not queue.remote_worker_alive():
+                    handle.cancel()
+                    raise failure from None
                 continue
     except KeyboardInterrupt:
         try:
@@ -267,6 +287,7 @@ def cmd_compare(container: Container, args: argparse.Namespace) -> int:
                                          vary2=args.vary2, values2=args.values2, model=args.model)
     for note in plan.notes:
         print(f"note: {note.message()}", file=sys.stderr)
+    _check_devices(container)
     progress = _progress(container, args, plan.base.model)
     handle = container.queue.submit(compare_submission(plan, _scope()))
     saved = _wait(container, handle, progress)

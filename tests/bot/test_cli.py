@@ -213,6 +213,52 @@ def test_db_check_says_how_many_young_files_it_skipped(home, capsys):
     assert "1 stray" in out and "Skipped" not in out
 
 
+NO_CUDA = "brushwork: Device `cuda` is not available on this machine. Leave the device setting out to use what is there."
+
+
+@pytest.fixture
+def no_cuda(monkeypatch):
+    """This machine has no CUDA (whatever it really has), and the settings ask for it."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("BRUSHWORK_DEVICE", "cuda")
+
+
+@pytest.mark.parametrize("command", [["generate", "a cat --steps 2 --size 64x64"],
+                                     ["compare", "a cat --steps 2 --size 64x64", "--vary", "seed",
+                                      "--values", "1,2"]])
+def test_a_device_that_is_not_there_exits_2_at_once_and_queues_nothing(home, capsys, no_cuda, command):
+    assert main(command) == 2
+    assert capsys.readouterr().err.splitlines() == [NO_CUDA]
+    from bot.container import build_container
+    from bot.settings import load_settings
+
+    container = build_container(load_settings())
+    try:
+        assert container.queue.jobs() == []  # no job left for a later worker to run by surprise
+    finally:
+        container.close()
+
+
+def test_the_bot_refuses_to_start_its_worker_on_a_device_that_is_not_there(home, capsys, no_cuda, monkeypatch):
+    import logging
+
+    import bot.discord_app.client as client
+
+    root = logging.getLogger()  # `brushwork run` configures logging for the process: undone after
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+
+    def serve(*_args, **_kwargs):
+        raise AssertionError("the bot connected to Discord without a worker that can run")
+
+    monkeypatch.setattr(client, "serve", serve)
+    monkeypatch.setenv("BRUSHWORK_DISCORD_TOKEN", "not.a.real.token")
+    assert main(["run"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == NO_CUDA
+
+
 def test_db_purge_removes_files_of_deleted_images_only(home, capsys):
     from bot.container import build_container
     from bot.settings import load_settings
