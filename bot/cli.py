@@ -74,6 +74,13 @@ def say(error: BrushworkError) -> str:
     return error.message()
 
 
+def _check_devices(container: Container) -> None:
+    """Before a job is stored: when this process will run it, refuse a device that is not
+    there now (one line, exit 2) rather than queue a job no worker here can ever run."""
+    if not container.queue.started and not container.queue.remote_worker_alive():
+        container.check_devices()
+
+
 def _print_notes(plan: GenerationPlan) -> None:
     for note in plan.notes:
         print(f"note: {note.message()}", file=sys.stderr)
@@ -108,6 +115,7 @@ def _run_plan(container: Container, plan: GenerationPlan, args: argparse.Namespa
     from bot.jobs import plan_submission
 
     _print_notes(plan)
+    _check_devices(container)
     progress = _progress(container, args, plan.request.model)
     handle = container.queue.submit(plan_submission(plan, _scope()))
     saved = wait_for_job(container, handle, progress)
@@ -159,6 +167,7 @@ def cmd_compare(container: Container, args: argparse.Namespace) -> int:
                                          vary2=args.vary2, values2=args.values2, model=args.model)
     for note in plan.notes:
         print(f"note: {note.message()}", file=sys.stderr)
+    _check_devices(container)
     progress = _progress(container, args, plan.base.model)
     handle = container.queue.submit(compare_submission(plan, _scope()))
     saved = wait_for_job(container, handle, progress)
@@ -413,14 +422,19 @@ def _db_check(container: Container, args: argparse.Namespace) -> int:
     if any(report.missing for report in reports):
         print("Files of the rows marked missing are gone: restore them from a backup (their recipes are still "
               "in the database: `brushwork show ID`).")
+    young = sum(report.too_new for report in reports)
     if not strays:
-        print("No stray files.")
+        print("No stray files." if not young else f"No stray files older than {args.grace_minutes} min.")
     elif args.clean:
         removed, freed = remove_strays(container.unit_of_work, roots, reports, grace=grace)
         print(f"Deleted {removed} stray file(s) or folder(s) ({human_size(freed)}).")
     else:
         print(f"Run `brushwork db check --clean` to delete the {strays} stray file(s) or folder(s) "
               f"({human_size(size)}).")
+    if young:  # after a crash, its strays are young: say so, or "no stray files" would be the last word
+        print(f"Skipped {young} unreferenced file(s) or folder(s) younger than {args.grace_minutes} min: their "
+              f"rows may still be being written. Run `brushwork db check` again in {args.grace_minutes} min "
+              "(or with `--grace-minutes 0` while no Brushwork process is running).")
     return EXIT_OK
 
 

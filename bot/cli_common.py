@@ -9,6 +9,8 @@ import sys
 import time
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
+from generation.errors import BrushworkError
+
 if TYPE_CHECKING:
     from bot.container import Container
     from bot.services import SavedImage
@@ -67,6 +69,7 @@ class Progress:
         self._last = 0.0
         self._said_position: int | None = None
         self._stepped = False
+        self._said_loading = False  # the wait re-subscribes now and then: each replay says "started" again
 
     def __call__(self, event: JobEvent) -> None:
         from generation.queue import JobProgress, JobQueued, JobRequeued, JobStalled, JobStarted
@@ -80,7 +83,8 @@ class Progress:
                                   f"(brushwork cancel {event.job_id} to drop it)\n")
                 self.stream.flush()
         elif isinstance(event, JobStarted):
-            if self.model and not self._stepped and self._model_loads():
+            if self.model and not self._stepped and not self._said_loading and self._model_loads():
+                self._said_loading = True
                 self.stream.write(f"loading model {self.model} …\n")
                 self.stream.flush()
         elif isinstance(event, JobStalled):
@@ -124,15 +128,25 @@ class Progress:
 
 def wait_for_job(container: Container, handle: JobHandle, progress: Progress) -> list[SavedImage]:
     """Wait for a job: run a worker here unless another process's worker is alive (and take
-    over if that one goes away).  Ctrl-C cancels the job."""
+    over if that one goes away).  Ctrl-C cancels the job.  If this process's worker cannot
+    run (its device is gone) and no other process's can, the job is cancelled and the reason
+    raised."""
     queue = container.queue
     try:
         while True:
             if not queue.started and not queue.remote_worker_alive():
-                container.start_workers()
+                try:
+                    container.start_workers()
+                except BrushworkError:
+                    handle.cancel()  # nothing here can run it: leave no job behind
+                    raise
             try:
-                return handle.wait(timeout=None if queue.started else REMOTE_CHECK_S, on_event=progress)
+                return handle.wait(timeout=REMOTE_CHECK_S, on_event=progress)
             except TimeoutError:
+                failure = queue.worker_failure
+                if failure is not None and not queue.remote_worker_alive():
+                    handle.cancel()
+                    raise failure from None
                 continue
     except KeyboardInterrupt:
         try:

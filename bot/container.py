@@ -246,15 +246,25 @@ class Container:
 
         return HistoryService(self.unit_of_work, self.store)
 
+    def check_devices(self) -> None:
+        """Raise :class:`~generation.errors.DeviceError` (one line) for a configured device that
+        is not there: a worker given it could never run anything (imports torch)."""
+        from generation.models.loading import resolve_device
+
+        for device in self.settings.queue_devices or [self.settings.device]:
+            resolve_device(device)
+
     def start_workers(self) -> JobQueue:
         """One worker thread per device (``queue_devices``, else the configured device), started
-        after recovering what a crashed process left."""
+        after recovering what a crashed process left.  A device that is not there is refused
+        first (:meth:`check_devices`), before any worker starts."""
         from bot.jobs import GenerationRunner
         from bot.training_jobs import TRAIN_KIND, KindRouter
 
         queue = self.queue
         if queue.started:
             return queue
+        self.check_devices()
         self.job_store.prune_workers()
         devices = self.settings.queue_devices or [self.settings.device or "auto"]
         for device in devices:

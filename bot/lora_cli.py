@@ -147,6 +147,8 @@ def cmd_train(container: Container, args: argparse.Namespace) -> int:
 
     options = TrainOptions(name=args.name, dataset=args.dataset, trigger_word=args.trigger, steps=args.steps,
                            rank=args.rank, learning_rate=args.lr, resolution=args.resolution, model=args.model)
+    if not container.queue.started and not container.queue.remote_worker_alive():
+        container.check_devices()  # before the name is reserved and the job stored
     started = container.loras.train(_scope(args), options, can_manage=True)
     config = started.config
     print(f"training {started.lora.name} on {started.lora.base_model}: {config.steps} steps, rank {config.rank}, "

@@ -47,6 +47,16 @@ class ModelError(BrushworkError):
     code = "model.invalid"
 
 
+class DeviceError(ModelError):
+    """The device asked for is not there (or is not a device name).
+
+    Nothing can run on it, so it is fatal for a queue worker given that device: the worker
+    stops and says why instead of retrying (``generation.queue.worker``).
+    """
+
+    code = "model.device_unavailable"
+
+
 class ImageNotFound(BrushworkError, LookupError):
     code = "image.not_found"
 

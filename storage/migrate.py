@@ -16,12 +16,15 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
+from sqlalchemy import text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from storage.db import create_engine
 from storage.errors import SchemaError
 
 MIGRATIONS_PACKAGE = "migrations"
+#: PostgreSQL advisory lock key held while migrating (any fixed 64-bit number; "brushwk1" in ASCII).
+MIGRATION_LOCK_KEY = int.from_bytes(b"brushwk1", "big") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 def migrations_folder() -> Path:
@@ -49,14 +52,21 @@ def alembic_config(url: str | URL | None = None) -> Config:
 def migration_connection(engine: Engine) -> Iterator[Connection]:
     """A connection inside one transaction, committed when the block succeeds.
 
-    On SQLite the driver's implicit transactions would run each DDL statement on its own, so
-    this takes over: ``BEGIN IMMEDIATE`` (a second process starting at the same time waits,
+    On PostgreSQL the transaction first takes an advisory lock, so processes starting at once
+    migrate one after the other (DDL is transactional there).  On SQLite the driver's implicit
+    transactions would run each DDL statement on its own, so this takes over: ``BEGIN IMMEDIATE`` (a second process starting at the same time waits,
     then finds the schema up to date), and foreign keys off while tables are rebuilt in batch
     mode (dropping a table would otherwise fire ON DELETE actions), checked before commit.
     """
     with engine.connect() as connection:
         if connection.dialect.name != "sqlite":
             with connection.begin():
+                if connection.dialect.name == "postgresql":
+                    # Processes starting at once on an empty database would each create
+                    # alembic_version (a UniqueViolation for all but one): the first takes the
+                    # lock and migrates, the others wait here, then find the schema at head.
+                    # A transaction-level lock: released by the commit (or the rollback).
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
                 yield connection
             return
 

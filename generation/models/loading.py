@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from generation.errors import ModelError
+from generation.errors import DeviceError, ModelError
 from generation.models._quiet import quiet_libraries
 from generation.models.spec import DTYPE_NAMES, MODELSCOPE_PREFIX, ModelSpec, SourceKind, family_from_folder
 
@@ -103,11 +103,12 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     try:
         chosen = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
-        raise ModelError("model.bad_device", value=str(device)) from None
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError("model.device_unavailable", value=str(device))
+        raise DeviceError("model.bad_device", value=str(device)) from None
+    if chosen.type == "cuda" and (not torch.cuda.is_available()
+                                  or (chosen.index is not None and chosen.index >= torch.cuda.device_count())):
+        raise DeviceError("model.device_unavailable", value=str(device))
     if chosen.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ModelError("model.device_unavailable", value=str(device))
+        raise DeviceError("model.device_unavailable", value=str(device))
     return chosen
 
 

@@ -517,6 +517,16 @@ class JobQueue:
         return list(self._workers)
 
     @property
+    def worker_failure(self) -> BrushworkError | None:
+        """Why this process's workers stopped for good (a device that is not there), once every
+        one of them has; None while one can run (or when there are none: a client queue)."""
+        with self._lock:
+            failures = [worker.failure for worker in self._workers]
+        if not failures or any(failure is None for failure in failures):
+            return None
+        return failures[0]
+
+    @property
     def started(self) -> bool:
         return self._started
 
@@ -709,6 +719,16 @@ class JobQueue:
         """Whether a job of ``job_class`` waits in the local scheduler."""
         with self._lock:
             return self.scheduler.has_pending(job_class)
+
+    def unusable(self, worker: Worker, error: BrushworkError) -> None:
+        """A worker stopped for good (``worker.failure``); its jobs stay queued for others.  Its
+        heartbeat says "stopped" at once, so no other process waits for it."""
+        try:
+            self.store.heartbeat(worker.status())
+        except Exception:
+            log.exception("could not record that worker %s stopped (%s)", worker.worker_id, error.code)
+        with self._lock:
+            self._work.notify_all()
 
     def _resync(self) -> None:
         """Re-queue dead workers' jobs; align the scheduler with what the store says is queued."""

@@ -17,6 +17,11 @@ Faults stay with their job:
 * cancel: a cancelled job is acknowledged at the next step (its output, if the run goes on
   for the others, is dropped); when every job of the run is cancelled, the run stops.
 * a worker that stops reporting for ``hang_timeout_s`` is reported by the queue's monitor.
+
+One fault is the worker's, not a job's: a :class:`~generation.errors.DeviceError` (the device it
+was given is not there) from the runner's ``warm_up``, its memory rule or a run.  Retrying cannot
+help, so the worker gives its jobs back to the queue, tells it (:meth:`WorkerSeam.unusable`) and
+stops; the queue reports it (``JobQueue.worker_failure``) so a caller waiting on it can say why.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from generation.errors import BrushworkError, Cancelled, OutOfMemoryError, QueueError
+from generation.errors import BrushworkError, Cancelled, DeviceError, OutOfMemoryError, QueueError
 from generation.queue.events import JobCancelled, JobDone, JobEvent, JobFailed
 from generation.queue.jobs import Claim, JobClass, JobSpec, WorkerState, WorkerStatus
 from generation.queue.runner import Continue, Failure, Finished, Outcome, PreviewSource
@@ -61,7 +66,8 @@ class WorkerSeam(Protocol):
     4. each job ends exactly once, after the store recorded it: :meth:`finished` (done,
        failed or cancelled), :meth:`requeued` (a long job's chunk, a shutdown), or
        :meth:`lost` (another process took the claim over; the store did not record ours);
-       :meth:`settle` charges the job's measured GPU time in place of its estimate.
+       :meth:`settle` charges the job's measured GPU time in place of its estimate;
+    5. a device that is not there ends the worker, not a job: :meth:`unusable`, then it stops.
     """
 
     @property
@@ -129,6 +135,12 @@ class WorkerSeam(Protocol):
         """Whether a job of ``job_class`` waits (a long job stops its chunk for an interactive one)."""
         ...
 
+    def unusable(self, worker: Worker, error: BrushworkError) -> None:
+        """``worker`` cannot run anything (its device is not there, ``worker.failure``): it has
+        given its claimed jobs back and stops; the jobs it had taken but not claimed go back
+        with :meth:`requeued` right after."""
+        ...
+
 
 def new_worker_id(device: str) -> str:
     """Unique per process start: a restarted process never mistakes old claims for its own."""
@@ -151,6 +163,8 @@ class Worker:
         self._activity = time.monotonic()
         self._busy = False
         self._oom_caps: dict[str, int] = {}  # batch key → images per call known to fit
+        self.failure: BrushworkError | None = None  # why this worker stopped for good (its device)
+        self._claimed: set[str] = set()  # the current batch's jobs the store has answered a claim for
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -180,7 +194,7 @@ class Worker:
         return [claim.job_id for claim in context.claims] if context is not None else []
 
     def status(self) -> WorkerStatus:
-        if self.stopping and not self.alive:
+        if self.failure is not None or (self.stopping and not self.alive):
             state = WorkerState.STOPPED
         elif self.hung:
             state = WorkerState.HUNG
@@ -204,9 +218,13 @@ class Worker:
         if warm_up is not None:  # slow set-up (importing torch…) here, not under the queue's lock
             try:
                 warm_up()
+            except DeviceError as error:
+                self._unusable(error, [])
+                return
             except Exception:
                 log.exception("worker %s: warming up the runner failed", self.worker_id)
         while not self.stopping:
+            batch: list[JobSpec] = []
             try:
                 batch = self.seam.next_batch(self)
                 if not batch:
@@ -214,6 +232,9 @@ class Worker:
                 self._busy = True
                 self.touch()
                 self._run(batch)
+            except DeviceError as error:  # the device is not there: no job can run here, ever
+                self._unusable(error, batch)
+                return
             except Exception:  # never let the device's only thread die
                 log.exception("worker %s: unexpected error between jobs", self.worker_id)
                 time.sleep(self.seam.config.poll_interval_s)
@@ -221,7 +242,19 @@ class Worker:
                 self._busy = False
                 self._context = None
 
+    def _unusable(self, error: DeviceError, batch: list[JobSpec]) -> None:
+        """Stop for good.  Claimed jobs were given back by :meth:`_execute`; jobs taken from the
+        queue but not claimed yet go back to it here."""
+        self.failure = error
+        self.stopping = True
+        log.error("worker %s stops: %s", self.worker_id, error.message())
+        self.seam.unusable(self, error)
+        for spec in batch:
+            if spec.job_id not in self._claimed:
+                self.seam.requeued(spec, "retry")
+
     def _run(self, batch: list[JobSpec]) -> None:
+        self._claimed = set()
         try:
             claims = self.seam.store.claim([spec.job_id for spec in batch], self.worker_id)
         except Exception:
@@ -229,6 +262,7 @@ class Worker:
             for spec in batch:
                 self.seam.requeued(spec, "retry")
             return
+        self._claimed = {spec.job_id for spec in batch}  # won (ours to give back) or lost (not ours)
         claims = self.seam.claimed(self, batch, claims)
         if claims:
             spent: dict[str, float] = {claim.job_id: 0.0 for claim in claims}
@@ -268,6 +302,11 @@ class Worker:
                 _share(spent, claims, time.monotonic() - started)
                 self._aborted(claims, context, spent, error)
                 return
+            except DeviceError:  # the worker's fault, not the jobs': they go back for another worker
+                for claim in claims:
+                    if not context.acknowledged(claim.job_id):
+                        self._give_back(claim, spent, "retry")
+                raise
             except Exception as error:
                 _share(spent, claims, time.monotonic() - started)
                 if len(claims) > 1:

@@ -196,6 +196,64 @@ def test_db_check_lists_stray_files_and_clean_deletes_them(home, capsys):
     assert not (home / "images" / "2000").exists()  # emptied folders go too (not ones made just now)
 
 
+def test_db_check_says_how_many_young_files_it_skipped(home, capsys):
+    """After a crash the stray files are young: the summary must not end at "no stray files"."""
+    assert main(["db", "upgrade"]) == 0
+    young = home / "images" / "2026" / "01" / "yyyyyyyy.png"
+    young.parent.mkdir(parents=True)
+    young.write_bytes(b"\x89PNG" + b"0" * 100)  # written just now, no row: a crash between file and row
+    capsys.readouterr()
+    assert main(["db", "check"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()
+    assert last[-2] == "No stray files older than 60 min."
+    assert last[-1].startswith("Skipped 1 unreferenced file(s) or folder(s) younger than 60 min")
+    assert "again in 60 min" in last[-1] and young.exists()
+    assert main(["db", "check", "--grace-minutes", "0"]) == 0  # judged now: a stray, nothing skipped
+    out = capsys.readouterr().out
+    assert "1 stray" in out and "Skipped" not in out
+
+
+NO_CUDA = "brushwork: Device `cuda` is not available on this machine. Leave the device setting out to use what is there."
+
+
+@pytest.fixture
+def no_cuda(monkeypatch):
+    """This machine has no CUDA (whatever it really has), and the settings ask for it."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("BRUSHWORK_DEVICE", "cuda")
+
+
+@pytest.mark.parametrize("command", [["generate", "a cat --steps 2 --size 64x64"],
+                                     ["compare", "a cat --steps 2 --size 64x64", "--vary", "seed",
+                                      "--values", "1,2"]])
+def test_a_device_that_is_not_there_exits_2_at_once_and_queues_nothing(home, capsys, no_cuda, command,
+                                                                       make_container):
+    assert main(command) == 2
+    assert capsys.readouterr().err.splitlines() == [NO_CUDA]
+    container = make_container(home=home)
+    assert container.queue.jobs() == []  # no job left for a later worker to run by surprise
+
+
+def test_the_bot_refuses_to_start_its_worker_on_a_device_that_is_not_there(home, capsys, no_cuda, monkeypatch):
+    import logging
+
+    import bot.discord_app.client as client
+
+    root = logging.getLogger()  # `brushwork run` configures logging for the process: undone after
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+
+    def serve(*_args, **_kwargs):
+        raise AssertionError("the bot connected to Discord without a worker that can run")
+
+    monkeypatch.setattr(client, "serve", serve)
+    monkeypatch.setenv("BRUSHWORK_DISCORD_TOKEN", "not.a.real.token")
+    assert main(["run"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == NO_CUDA
+
+
 def test_db_purge_removes_files_of_deleted_images_only(home, capsys, make_container):
     from storage.archive import save_image
     from storage.records import NewImage, Scope

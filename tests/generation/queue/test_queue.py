@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from generation.errors import BrushworkError, Cancelled, OutOfMemoryError, QueueError
+from generation.errors import BrushworkError, Cancelled, DeviceError, OutOfMemoryError, QueueError
 from generation.queue import (
     Continue,
     Failure,
@@ -27,7 +27,7 @@ from generation.queue import (
     WorkerStatus,
 )
 
-from .conftest import WAIT, submission
+from .conftest import WAIT, Call, ScriptedRunner, submission
 
 
 def kinds(events) -> list[str]:
@@ -414,3 +414,40 @@ def test_a_job_keeps_the_id_its_caller_chose_unless_taken(make_queue, runner):
     again = queue.submit(submission(owner=2, value=2, job_id="k3x9fq2a"))
     assert chosen.job_id == "k3x9fq2a" and again.job_id != "k3x9fq2a"
     assert [chosen.wait(timeout=WAIT), again.wait(timeout=WAIT)] == [{"value": 1}, {"value": 2}]
+
+
+class NoDeviceRunner(ScriptedRunner):
+    """A runner whose device is not there: its engine cannot even be created."""
+
+    def __init__(self, *, at: str) -> None:
+        super().__init__()
+        self.at = at  # "warm_up" or "run"
+        self.warm_ups = 0
+
+    def warm_up(self) -> None:
+        self.warm_ups += 1
+        if self.at == "warm_up":
+            raise DeviceError("model.device_unavailable", value="cuda")
+
+    def run(self, jobs, context):
+        if self.at == "run":
+            self.calls.append(Call(tuple(job.job_id for job in jobs), context.max_images_per_call, False))
+            raise DeviceError("model.device_unavailable", value="cuda")
+        return super().run(jobs, context)
+
+
+@pytest.mark.parametrize("at", ["warm_up", "run"])
+def test_a_device_that_is_not_there_stops_the_worker_and_leaves_the_job_queued(make_queue, store, at):
+    runner = NoDeviceRunner(at=at)
+    queue = make_queue(runner)
+    worker = queue.workers[0]
+    handle = queue.submit(submission(value="a cat"))
+    worker.join(WAIT)
+    assert not worker.alive  # stopped for good: no retry every few seconds
+    assert queue.worker_failure is not None and queue.worker_failure.code == "model.device_unavailable"
+    assert queue.worker_failure.message() == ("Device `cuda` is not available on this machine. Leave the "
+                                              "device setting out to use what is there.")
+    assert runner.warm_ups == 1 and len(runner.calls) == (1 if at == "run" else 0)
+    snap = store.snapshot(handle.job_id)
+    assert snap.state is JobState.QUEUED and snap.attempts == 0  # not the job's fault: for another worker
+    assert [status.state.value for status in store.workers()] == ["stopped"]  # others do not wait for it

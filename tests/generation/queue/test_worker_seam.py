@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from generation.errors import Cancelled
+from generation.errors import Cancelled, DeviceError
 from generation.queue import Continue, Finished, JobClass, JobQueue, JobState, Requester, WorkerSeam
 from generation.queue import worker as worker_module
 
@@ -57,6 +57,11 @@ def test_one_workers_life_uses_every_member_of_the_seam_and_nothing_else(make_qu
     store.complete(store.claim([lost.job_id], "elsewhere")[0], {"value": "from elsewhere"}, 1.0)
     runner.release("taken over")
     assert lost.wait(timeout=WAIT) == {"value": "from elsewhere"}
+
+    runner.errors["nodevice"] = DeviceError("model.device_unavailable", value="cuda")  # the device went away
+    queue.submit(submission(value="no device", job_id="nodevice"))
+    worker.join(WAIT)
+    assert store.snapshot("nodevice").state is JobState.QUEUED  # given back: the worker stopped, not the job
 
     worker.status()  # the heartbeat reads the queue's clock
     assert seam.used == SEAM_MEMBERS
