@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from bot.guild_policy import check_channel, guard_request, safety_policy
 from bot.jobs import compare_of, compare_submission, plan_submission
 from bot.services import ComparePlan, GenerationPlan, ImageDetails, ImageService, SavedImage
+from bot.texts import complete
 from generation.errors import BrushworkError, ImageNotFound, QueueError, RequestError
 from generation.grammar import parse, parse_defaults, render
 from generation.queue import JobState, PendingCounts, Requester, Submission
@@ -817,12 +818,7 @@ class ChatService:
 
 def choices(names: Sequence[str], current: str, *, limit: int = MAX_CHOICES) -> list[str]:
     """Autocomplete: names starting with what was typed first, then containing it; at most 25."""
-    typed = (current or "").strip().casefold()
-    if not typed:
-        return list(names)[:limit]
-    starts = [n for n in names if n.casefold().startswith(typed)]
-    contains = [n for n in names if typed in n.casefold() and n not in starts]
-    return (starts + contains)[:limit]
+    return complete(names, current, limit=limit)
 
 
 def _job_request(job: JobRecord) -> Request | None:

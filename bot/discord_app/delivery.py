@@ -21,6 +21,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from bot.texts import clip as _clip
+from bot.texts import duration, progress_bar
+from bot.texts import shorten as _shorten
 from generation.i18n import translate
 from generation.queue import JobProgress, JobQueued, JobRequeued, JobStalled, JobStarted
 from generation.request import Request, format_number
@@ -99,22 +102,8 @@ class ReplyRef:
 # ---------------------------------------------------------------------- small texts
 
 
-def duration(seconds: float | None, locale: str) -> str:
-    if seconds is None:
-        return translate("imagine.duration.unknown", locale)
-    if seconds < 90:
-        return translate("imagine.duration.seconds", locale, n=max(1, round(seconds)))
-    return translate("imagine.duration.minutes", locale, n=round(seconds / 60))
-
-
-def progress_bar(step: int, total: int, width: int = 12) -> str:
-    filled = 0 if total <= 0 else min(width, round(width * step / total))
-    return "▰" * filled + "▱" * (width - filled)
-
-
 def shorten(text: str, limit: int = PROMPT_SHOWN) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return _shorten(text, limit)
 
 
 def _escape_markdown(text: str) -> str:
@@ -124,7 +113,7 @@ def _escape_markdown(text: str) -> str:
 
 
 def clip(text: str, limit: int = MAX_CONTENT) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return _clip(text, limit)
 
 
 def headline(plan_kind: str, prompt: str, parent: str | None, locale: str, *, mention: str | None = None) -> str:
