@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.guild_policy import check_channel, guard_request, safety_policy
 from bot.jobs import compare_of, compare_submission, plan_submission
-from bot.services import ComparePlan, GenerationPlan, ImageDetails, ImageService, SavedImage
+from bot.services import ComparePlan, GenerationPlan, ImageDetails, ImageService, PendingUpload, SavedImage
 from bot.texts import complete
 from generation.errors import BrushworkError, ImageNotFound, QueueError, RequestError
 from generation.grammar import parse, parse_defaults, render
@@ -347,9 +347,12 @@ class ChatService:
         self._eta_at = float("-inf")
 
     # ================================================================== planning (reads only)
-    def prepare_imagine(self, origin: Origin, text: str, options: ImagineOptions = ImagineOptions()) -> Prepared:
+    def prepare_imagine(self, origin: Origin, text: str, options: ImagineOptions = ImagineOptions(), *,
+                        picture: PendingUpload | None = None) -> Prepared:
         """``/imagine``: the prompt's inline flags, the typed options over them, the defaults under them.
-        The ``image`` option may be an id or a link to a result; it is checked against ``origin``."""
+        The ``image`` option may be an id or a link to a result; it is checked against ``origin``.
+        ``picture``: an attached picture not kept yet (:meth:`prepare_picture`), which
+        ``options.image`` names by its future id."""
         if options.image is not None and MESSAGE_LINK.fullmatch(options.image.strip().strip("`")):
             options = replace(options, image=self.resolve_image(origin, options.image))  # a result's first image
         # an id (an image's or an upload's) is checked against ``origin`` when the plan is made
@@ -361,7 +364,7 @@ class ChatService:
             parsed = parse(f"{text} --image {options.image}")  # the typed picture is what --strength tunes
         request = options.over(parsed)
         return self._prepared(origin, self._images.plan_generate(request, origin.scope,
-                                                                 defaults=self._defaults(origin)))
+                                                                 defaults=self._defaults(origin), picture=picture))
 
     def prepare_reroll(self, origin: Origin, job_id: str) -> Prepared:
         """🔁: the job's images again with new seeds (as many, same settings)."""
@@ -573,6 +576,18 @@ class ChatService:
     def check_picture(self, filename: str, size: int) -> None:
         """``/imagine picture:`` before downloading: the announced size."""
         self._images.check_upload(filename, size)
+
+    def prepare_picture(self, origin: Origin, filename: str, data: bytes) -> PendingUpload:
+        """A picture to start from checked and decoded, nothing written yet (where this channel
+        may make images at all): the request is checked with it (:meth:`prepare_imagine`'s
+        ``picture``) before :meth:`keep_picture` stores it, so a refused request keeps nothing."""
+        if origin.guild_id is not None:
+            check_channel(self._guild_settings(origin.guild_id), origin.channel_id, parent_id=origin.parent_channel_id)
+        return self._images.prepare_upload(origin.scope, filename, data)
+
+    def keep_picture(self, origin: Origin, picture: PendingUpload) -> UploadRecord:
+        """Store a picture :meth:`prepare_picture` checked (the same picture again: the same upload)."""
+        return self._images.keep_upload(origin.scope, picture)
 
     def add_picture(self, origin: Origin, filename: str, data: bytes) -> UploadRecord:
         """Keep a picture to start from (checked before it is trusted; the same picture again is

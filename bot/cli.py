@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from bot.cli_common import (
     Parser,
     Progress,
     UsageError,
+    check_out_folder,
     duration,
     human_size,
     place,
@@ -108,12 +110,32 @@ def _scope():
     return Scope.local_operator()
 
 
+#: How much of a value typed by the user an error message repeats.
+ECHO_CHARS = 40
+
+
+def _echo(text: str, limit: int = ECHO_CHARS) -> str:
+    """A value the user typed, as an error repeats it: one line, at most ``limit`` characters
+    (a 10,000-character id is not printed back whole)."""
+    from generation.errors import echo
+
+    return echo(text, limit)
+
+
+def _admit(container: Container, plan: GenerationPlan) -> None:
+    """The queue's limits checked before anything is kept for a job that would be refused."""
+    from bot.jobs import plan_submission
+
+    container.queue.admit(plan_submission(plan, _scope()))
+
+
 # ---------------------------------------------------------------------- commands
 
 
 def _run_plan(container: Container, plan: GenerationPlan, args: argparse.Namespace) -> int:
     from bot.jobs import plan_submission
 
+    check_out_folder(getattr(args, "out", None))
     _print_notes(plan)
     _check_devices(container)
     progress = _progress(container, args, plan.request.model)
@@ -124,15 +146,22 @@ def _run_plan(container: Container, plan: GenerationPlan, args: argparse.Namespa
 
 
 def cmd_generate(container: Container, args: argparse.Namespace) -> int:
+    """A ``--picture`` is checked and decoded, the request planned with it (every check made),
+    and only then kept as an upload: a refused request leaves no file and no row."""
     text = " ".join(args.prompt)
-    if args.picture is not None:  # img2img from a file: checked, kept as an upload, then --image <its id>
+    picture = None
+    if args.picture is not None:  # img2img from a file: checked, planned with, kept; then --image <its id>
         path = Path(args.picture).expanduser()
         if not path.is_file():
-            raise UsageError(f"--picture: there is no file {args.picture}")
+            raise UsageError(f"--picture: there is no file {_echo(args.picture)}")
         container.images.check_upload(path.name, path.stat().st_size)
-        upload = container.images.add_upload(_scope(), path.name, path.read_bytes())
-        text = f"{text} --image {upload.public_id}"
-    plan = container.images.plan_generate(text, _scope(), model=args.model)
+        picture = container.images.prepare_upload(_scope(), path.name, path.read_bytes())
+        text = f"{text} --image {picture.public_id}"
+    plan = container.images.plan_generate(text, _scope(), model=args.model, picture=picture)
+    if picture is not None:
+        _admit(container, plan)
+        check_out_folder(args.out)
+        container.images.keep_upload(_scope(), picture)
     return _run_plan(container, plan, args)
 
 
@@ -165,6 +194,7 @@ def cmd_compare(container: Container, args: argparse.Namespace) -> int:
         raise UsageError("--vary2 and --values2 go together, e.g. --vary2 steps --values2 \"10,20,30\"")
     plan = container.images.plan_compare(" ".join(args.prompt), args.vary, args.values, _scope(),
                                          vary2=args.vary2, values2=args.values2, model=args.model)
+    check_out_folder(args.out)
     for note in plan.notes:
         print(f"note: {note.message()}", file=sys.stderr)
     _check_devices(container)
@@ -255,6 +285,11 @@ def _model_line(model: str | None, written: str | None, here: bool) -> str:
 
 
 def cmd_history(container: Container, args: argparse.Namespace) -> int:
+    from storage.ids import is_public_id, normalize_public_id
+
+    if args.before is not None and not is_public_id(normalize_public_id(args.before)):
+        raise UsageError(f"--before `{_echo(args.before)}` is not an image id: ids are 8 letters and digits, "
+                         "e.g. k3x9fq2a (the last id of the page before, from `brushwork history`)")
     records = container.images.history(_scope(), limit=args.limit, before=args.before)
     if not records:
         print("no images yet: try  brushwork generate \"a lighthouse at dusk\"", file=sys.stderr)
@@ -333,9 +368,12 @@ def cmd_queue(container: Container, args: argparse.Namespace) -> int:
 
 def cmd_cancel(container: Container, args: argparse.Namespace) -> int:
     from generation.queue import Requester
-    from storage.ids import normalize_public_id
+    from storage.ids import is_public_id, normalize_public_id
 
     job_id = normalize_public_id(args.job)
+    if not is_public_id(job_id):
+        raise UsageError(f"`{_echo(args.job)}` is not a job id: job ids are 8 letters and digits, e.g. k3x9fq2a "
+                         "(listed by `brushwork queue`)")
     state = container.queue.cancel(job_id, Requester(user=_scope().user_id, operator=True))
     messages = {
         "cancelled": f"job {job_id} cancelled",
@@ -637,7 +675,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\nbrushwork: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `brushwork history | head`: the reader left, nothing is wrong
-        import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
@@ -658,5 +695,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             container.close()
 
 
-if __name__ == "__main__":  # python -m bot.cli
-    sys.exit(main())
+if __name__ == "__main__":  # python -m bot.cli: run the importable module's main, whose error classes
+    from bot.cli import main as _main  # (UsageError…) are the ones `bot.lora_cli` raises
+
+    sys.exit(_main())

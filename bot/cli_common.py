@@ -5,11 +5,13 @@ progress on stderr, and waiting for a job (a worker here unless another process 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
-from generation.errors import BrushworkError
+from generation.errors import BrushworkError, echo
 
 if TYPE_CHECKING:
     from bot.container import Container
@@ -156,3 +158,33 @@ def wait_for_job(container: Container, handle: JobHandle, progress: Progress) ->
         except Exception:  # interrupted twice, or the database is gone: the job stays visible in `queue`
             pass
         raise
+
+
+def check_out_folder(out: Path | None, flag: str = "--out") -> None:
+    """Before any work: ``out`` is (or can be made) a folder this process may write into."""
+    from bot.settings import folder_problem
+
+    problem = folder_problem(out) if out is not None else None
+    if problem is not None:
+        raise UsageError(f"{flag} {echo(str(out), 80)}: {problem}")
+
+
+def check_out_file(out: Path | None, flag: str = "--out") -> None:
+    """Before any work: ``out`` names a file that can be written (its folder made if missing)."""
+    from bot.settings import folder_problem
+
+    if out is None:
+        return
+    try:
+        if out.is_dir():
+            problem = "that is a folder: name a file, e.g. --out ./result.png"
+        elif out.exists() and not os.access(out, os.W_OK):
+            problem = "this user may not write that file: name another"
+        elif out.parent.exists() and not out.parent.is_dir():
+            problem = f"{echo(str(out.parent), 80)} is a file, not a folder: name a file in a folder"
+        else:
+            problem = folder_problem(out.parent)
+    except OSError as exc:  # a name too long for the file system
+        problem = f"not a usable file name ({exc.strerror or exc})"
+    if problem is not None:
+        raise UsageError(f"{flag} {echo(str(out), 80)}: {problem}")

@@ -25,9 +25,12 @@ from bot.cli_common import (
     Parser,
     Progress,
     UsageError,
+    check_out_file,
+    check_out_folder,
     human_size,
     wait_for_job,
 )
+from generation.errors import echo
 
 if TYPE_CHECKING:
     from bot.container import Container
@@ -110,6 +113,7 @@ def cmd_dataset_add(container: Container, args: argparse.Namespace) -> int:
 
 
 def cmd_dataset_show(container: Container, args: argparse.Namespace) -> int:
+    check_out_file(args.out)
     sheet = container.datasets.show(_scope(args), args.name)
     for number, image in enumerate(sheet.images, start=1):
         print(f"#{number}\t{image.public_id}\t{image.width}x{image.height}\t{image.original_name}\t"
@@ -228,8 +232,12 @@ EXPORT_FORMATS = {"kohya": "kohya keys (AUTOMATIC1111, ComfyUI, diffusers)",
 
 
 def cmd_export(container: Container, args: argparse.Namespace) -> int:
-    export = container.loras.export(_scope(args), args.name, kohya=args.kohya)
     out: Path = args.out
+    if out.is_dir():  # a folder: the file goes into it, under the LoRA's own file name
+        check_out_folder(out)
+    else:
+        check_out_file(out)
+    export = container.loras.export(_scope(args), args.name, kohya=args.kohya)
     if out.is_dir():
         out = out / export.filename
     if out.resolve() != export.path.resolve():
@@ -250,6 +258,23 @@ def cmd_import(container: Container, args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- parser
+
+
+#: The largest id the database stores (a signed 64-bit integer); Discord's ids are well below it.
+MAX_SNOWFLAKE = 2**63 - 1
+
+
+def _snowflake(text: str) -> int:
+    """``--guild``: a Discord server id, e.g. 123456789012345678 (Developer Mode → Copy Server ID)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 0 < value <= MAX_SNOWFLAKE:
+        raise argparse.ArgumentTypeError(f"`{echo(text)}` is not a Discord server id: a whole number from 1 to "
+                                         f"{MAX_SNOWFLAKE}, e.g. 123456789012345678 (Discord: Developer Mode, "
+                                         "then right-click the server → Copy Server ID)")
+    return value
 
 
 def _positive(kind: type):
@@ -273,7 +298,7 @@ def add_lora_commands(sub: Any) -> None:
                     "The command line works in the operator's own namespace; --guild ID acts in a server's.",
         epilog="Example: brushwork lora dataset create inkwash && brushwork lora dataset add inkwash ./ink/*.png "
                "&& brushwork lora train inkwash --dataset inkwash --trigger inkwash")
-    lora.add_argument("--guild", type=int, metavar="ID", help="act in this server's namespace (operator)")
+    lora.add_argument("--guild", type=_snowflake, metavar="ID", help="act in this server's namespace (operator)")
     actions = lora.add_subparsers(dest="lora_command", metavar="ACTION", parser_class=Parser, required=True)
 
     dataset = actions.add_parser("dataset", help="training images: create, add, show, caption, remove, delete")

@@ -55,7 +55,7 @@ from generation.datasets import (
     validate_image,
 )
 from generation.datasets.images import archive_kind, megabytes
-from generation.errors import BrushworkError, ModelError
+from generation.errors import BrushworkError, ModelError, echo
 from generation.i18n import register_catalogue
 from generation.request import NAME_PATTERN
 from generation.training.config import TrainingConfig
@@ -111,9 +111,11 @@ def _require_manage(scope: Scope, can_manage: bool) -> None:
 
 
 def _check_name(name: str, code: str) -> str:
-    text = (name or "").strip()
+    """A dataset's or LoRA's name, surrounding spaces dropped; any control character (a line
+    break included) refuses it, and the refusal repeats it on one line (``a\\nb``)."""
+    text = (name or "").strip(" ")
     if not NAME_PATTERN.fullmatch(text):
-        raise ServerLoraError(code, name=text[:80])
+        raise ServerLoraError(code, name=echo(text, 80))
     return text
 
 

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from generation import operations
-from generation.datasets import DatasetError, validate_image
+from generation.datasets import CleanImage, DatasetError, validate_image
 from generation.datasets.images import megabytes
-from generation.errors import BrushworkError, ImageNotFound, MetadataError, ModelError, RequestError
+from generation.errors import BrushworkError, ImageNotFound, MetadataError, ModelError, RequestError, echo
 from generation.grammar import parse, parse_defaults
 from generation.metadata import Recipe, describe_unreproduced, png_bytes, read_recipe
 from generation.operations import Relation
@@ -159,6 +159,19 @@ class StartImage:
 
 
 @dataclass(frozen=True, slots=True)
+class PendingUpload:
+    """A picture to start from, checked and decoded but not kept yet
+    (:meth:`ImageService.prepare_upload`): the request that starts from it is planned with it —
+    every check made — and only then is it written (:meth:`ImageService.keep_upload`), so a
+    refused request leaves neither a file nor a row."""
+
+    public_id: str  # the id it will have: the upload's own when this picture was sent here before
+    filename: str
+    image: CleanImage
+    known: UploadRecord | None = None  # the same picture, sent here before
+
+
+@dataclass(frozen=True, slots=True)
 class SavedImage:
     record: ImageRecord
     path: Path  # absolute path of the stored PNG
@@ -210,14 +223,17 @@ class ImageService:
         *,
         model: str | None = None,
         defaults: Iterable[Request] = (),
+        picture: PendingUpload | None = None,
     ) -> GenerationPlan:
+        """``picture``: a picture not kept yet that the request's ``--image`` names by its
+        future id (:meth:`prepare_upload`); keep it with :meth:`keep_upload` once planned."""
         request = parse(text) if isinstance(text, str) else text
         if model is not None:
             request = replace(request, model=model)
         layers = list(defaults)
         if not layers:
             layers = self._stored_defaults(scope)
-        return self._resolve(request, defaults=layers, scope=scope)
+        return self._resolve(request, defaults=layers, scope=scope, picture=picture)
 
     def plan_reroll(self, source: str, scope: Scope, *, n: int | None = None,
                     chaos: int | None = None) -> GenerationPlan:
@@ -262,10 +278,11 @@ class ImageService:
         relation: Relation | None = None,
         parent: ParentImage | None = None,
         scope: Scope | None = None,
+        picture: PendingUpload | None = None,
     ) -> GenerationPlan:
         model = request.model or self._merged_model(defaults) or self._registry.default
         self._registry.get(model)  # unknown model: a clear ModelError listing the known ones
-        start = self._start_image(request.image, scope) if request.image is not None else None
+        start = self._start_image(request.image, scope, picture) if request.image is not None else None
         shape_notes: list[Note] = []
         if start is not None and request.aspect is None and request.width is None:
             request = replace(request, aspect=start.aspect)  # the picture's shape, at the model's native area
@@ -284,9 +301,16 @@ class ImageService:
             init_image_path=str(start.path) if start is not None else None,
         )
 
-    def _start_image(self, public_id: str, scope: Scope | None) -> StartImage:
+    def _start_image(self, public_id: str, scope: Scope | None, picture: PendingUpload | None = None) -> StartImage:
         """``--image ID``: a stored image the caller may see (another server's is "not found"),
-        whose file is there; with its aspect ratio for a request that sets no size."""
+        whose file is there, or the picture about to be kept under that id; with its aspect
+        ratio for a request that sets no size."""
+        if picture is not None and public_id == picture.public_id and self.uploads is not None:
+            relative = picture.known.file_path if picture.known is not None else upload_path(picture.public_id)
+            width, height = picture.image.width, picture.image.height
+            aspect, beyond = picture_aspect(width, height)
+            return StartImage(public_id=public_id, path=self.uploads.absolute(relative), aspect=aspect,
+                              size=(width, height), beyond_limits=beyond)
         scope = scope or Scope.local_operator()
         record: Any
         with self._uow() as uow:
@@ -361,7 +385,13 @@ class ImageService:
         """Keep a picture sent to start an image from: checked before it is trusted (size,
         format, pixels, decompression bombs), re-encoded as PNG, written before its row; the
         same picture sent again in the same place is the same upload.  ``--image <its id>``
-        then starts from it, where the caller's images are visible."""
+        then starts from it, where the caller's images are visible.  (A request that comes
+        with the picture: :meth:`prepare_upload`, plan, then :meth:`keep_upload`.)"""
+        return self.keep_upload(scope, self.prepare_upload(scope, filename, data))
+
+    def prepare_upload(self, scope: Scope, filename: str, data: bytes) -> PendingUpload:
+        """A picture to start from checked (size, format, pixels, decompression bombs) and
+        re-encoded, with the id it will be kept under; nothing is written."""
         if self.uploads is None:
             raise RuntimeError("this ImageService has no uploads folder")
         self.check_upload(filename, len(data))
@@ -369,17 +399,26 @@ class ImageService:
         with self._uow() as uow:
             known = uow.uploads.find(scope, clean.sha256)
             public_id = uow.uploads.free_id() if known is None else known.public_id
+        return PendingUpload(public_id=public_id, filename=filename, image=clean, known=known)
+
+    def keep_upload(self, scope: Scope, picture: PendingUpload) -> UploadRecord:
+        """Write a prepared picture (the file first, then its row), or give the upload it
+        already is (its file written again if it was purged)."""
+        if self.uploads is None:
+            raise RuntimeError("this ImageService has no uploads folder")
+        known = picture.known
         if known is not None:
             if not self.uploads.exists(known.file_path):  # its file went (purged): the same bytes again
-                self.uploads.write(known.file_path, clean.png)
+                self.uploads.write(known.file_path, picture.image.png)
             return known
-        relative = upload_path(public_id)
+        clean = picture.image
+        relative = upload_path(picture.public_id)
         stored = self.uploads.write(relative, clean.png)  # the file first, then the row that points to it
         try:
             with self._uow() as uow:
-                record = uow.uploads.add(scope, public_id=public_id, sha256=clean.sha256, width=clean.width,
-                                         height=clean.height, size=stored.size, file_path=relative,
-                                         original_name=filename)
+                record = uow.uploads.add(scope, public_id=picture.public_id, sha256=clean.sha256,
+                                         width=clean.width, height=clean.height, size=stored.size,
+                                         file_path=relative, original_name=picture.filename)
                 uow.commit()
         except BaseException:
             self.uploads.delete(relative)
@@ -442,16 +481,16 @@ class ImageService:
         """An image by public id (checked against the scope) or by image file path (PNG, or a JPEG/WebP with A1111 EXIF)."""
         text = source.strip()
         path = Path(text).expanduser()
-        if text.lower().endswith(RECIPE_SUFFIXES) or path.is_file():
-            if not path.is_file():
-                raise ImageNotFound("image.file_missing", path=text)
+        if text.lower().endswith(RECIPE_SUFFIXES) or _is_file(path):
+            if not _is_file(path):
+                raise ImageNotFound("image.file_missing", path=echo(text, 200))
             recipe = self.recipe(path)
             request = _single(recipe.request)
             return ParentImage(request=request, public_id=None, path=path.resolve(),
                                unreproduced=dict(recipe.unreproduced))
         ident = normalize_public_id(text)
         if not is_public_id(ident):
-            raise ImageNotFound("image.bad_reference", value=text)
+            raise ImageNotFound("image.bad_reference", value=echo(text))
         record = self._get_record(ident, scope)
         return ParentImage(
             request=Request.from_dict(record.request),
@@ -479,16 +518,16 @@ class ImageService:
 
     def show(self, source: str, scope: Scope) -> ImageDetails:
         text = source.strip()
-        if text.lower().endswith(RECIPE_SUFFIXES) or Path(text).expanduser().is_file():
-            path = Path(text).expanduser()
-            if not path.is_file():
-                raise ImageNotFound("image.file_missing", path=text)
+        path = Path(text).expanduser()
+        if text.lower().endswith(RECIPE_SUFFIXES) or _is_file(path):
+            if not _is_file(path):
+                raise ImageNotFound("image.file_missing", path=echo(text, 200))
             recipe = self.recipe(path)
             return ImageDetails(request=recipe.request, infotext=recipe.infotext, path=path.resolve(),
                                 model_name=recipe.model_name, unreproduced=dict(recipe.unreproduced))
         ident = normalize_public_id(text)
         if not is_public_id(ident):
-            raise ImageNotFound("image.bad_reference", value=text)
+            raise ImageNotFound("image.bad_reference", value=echo(text))
         try:
             with self._uow() as uow:
                 record = uow.images.get(ident, scope)
@@ -612,6 +651,15 @@ def _tweak_changes(text: str, parent: Request) -> Request:
     return parse(f"{text} {' '.join(anchor)}", allow_empty_prompt=True)
 
 
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False for a name the file system cannot even look up (a 300-character
+    "id" is too long to be a file name: it is then judged as an id)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # ENAMETOOLONG, a NUL byte in the name
+        return False
+
+
 def _load_rgb(path: Path):
     from PIL import Image
 
@@ -717,5 +765,6 @@ __all__ = [
     "ImageDetails",
     "ImageService",
     "ParentImage",
+    "PendingUpload",
     "SavedImage",
 ]

@@ -22,6 +22,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from generation.errors import echo
+
 ENV_PREFIX = "BRUSHWORK_"
 
 
@@ -124,6 +126,28 @@ class Settings(BaseSettings):
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser()
 
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _openable_url(cls, value: str | None) -> str | None:
+        """A URL SQLAlchemy can open here (its dialect and driver installed), found at start-up
+        rather than as an internal error at the first query.  The value is never repeated: it
+        may hold a password."""
+        if not value:
+            return value
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+        example = "e.g. sqlite:////srv/brushwork/brushwork.db or postgresql+psycopg://user@host/brushwork"
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError(f"not a database URL: use {example}") from None
+        try:
+            url.get_dialect()
+        except NoSuchModuleError:
+            raise ValueError(f"no database driver `{url.drivername}` is installed here: use {example}") from None
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -180,13 +204,55 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Read the environment and the TOML file now (never at import)."""
+    """Read the environment and the TOML file now (never at import).  Mistakes are one
+    :class:`SettingsError` each, before any work: a ``BRUSHWORK_CONFIG`` that is not there or
+    not TOML, a value out of range, a database URL that cannot be opened, a home that is a
+    file or cannot be written."""
+    import tomllib
+
     from pydantic import ValidationError
 
+    explicit = os.environ.get(f"{ENV_PREFIX}CONFIG")
+    config = config_file_path()
+    if explicit and config is not None and not config.is_file():
+        raise SettingsError(f"{ENV_PREFIX}CONFIG names {echo(explicit, 80)}, which is not a file: point it at your "
+                            f"settings file, or unset it to use brushwork.toml in the data folder")
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"the settings file {echo(config, 80)} is not valid TOML: {exc}. Each line is "
+                            'key = value, e.g. default_model = "sd15"') from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"the settings file {echo(config, 80)} cannot be read: "
+                            f"{getattr(exc, 'strerror', None) or exc}") from None
+    problem = folder_problem(settings.home)
+    if problem is not None:
+        raise SettingsError(f"the data folder {echo(settings.home, 80)} (--home or {ENV_PREFIX}HOME): {problem}")
+    return settings
+
+
+def folder_problem(path: Path) -> str | None:
+    """What keeps ``path`` from being a folder this process writes into (it is made when
+    missing), in words for an error message; None when nothing does."""
+    try:
+        if path.exists():
+            if not path.is_dir():
+                return "that is a file, not a folder: name a folder (it is made if missing)"
+            if not os.access(path, os.W_OK | os.X_OK):
+                return "this user may not write into that folder: name one you may write to"
+            return None
+        parent = path.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            return f"{echo(parent, 80)} is a file, so no folder can be made under it: name a folder"
+        if not os.access(parent, os.W_OK | os.X_OK):
+            return f"this user may not make a folder in {echo(parent, 80)}: name a folder you may write to"
+    except OSError as exc:  # a name too long for the file system, a loop of links…
+        return f"not a usable folder name ({exc.strerror or exc})"
+    return None
 
 
 class SettingsError(Exception):
@@ -198,5 +264,5 @@ def _describe(exc) -> str:
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"])
         env = ENV_PREFIX + "__".join(str(p) for p in err["loc"]).upper()
-        lines.append(f"{where} ({env}): {err['msg']}")
+        lines.append(f"{where} ({env}): {err['msg'].removeprefix('Value error, ')}")
     return "invalid configuration: " + "; ".join(lines)

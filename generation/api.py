@@ -27,7 +27,7 @@ from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from generation.errors import RequestError
+from generation.errors import RequestError, echo
 from generation.grammar import parse
 from generation.request import (
     DEFAULT_HIRES_SCALE,
@@ -116,6 +116,8 @@ _ALIASES = {
 def build_request(prompt: str | Request, **kwargs: Any) -> Request:
     """The request for ``generate``: inline flags from ``prompt``, overridden by keywords
     (``image`` here is an image id; :func:`generate` also takes a picture)."""
+    if not isinstance(prompt, (str, Request)):
+        raise RequestError("api.bad_prompt", type=type(prompt).__name__)
     base = parse(prompt) if isinstance(prompt, str) else prompt
     values: dict[str, Any] = {}
     for key, value in kwargs.items():
@@ -190,8 +192,8 @@ def _size(value: Any) -> tuple[int, int]:
 
 
 def _loras(value: Any) -> tuple[LoraRef, ...]:
-    if isinstance(value, Mapping):
-        return tuple(LoraRef(str(name), float(weight)) for name, weight in value.items())
+    if isinstance(value, Mapping):  # {"ink": 0.8}; a weight written as text reads as --lora ink:TEXT does
+        return tuple(_lora_ref(name, weight) for name, weight in value.items())
     if isinstance(value, str):
         value = [value]
     refs = []
@@ -201,10 +203,19 @@ def _loras(value: Any) -> tuple[LoraRef, ...]:
         elif isinstance(item, str):
             refs.extend(parse(f"x --lora {item}").loras or ())
         elif isinstance(item, (tuple, list)) and len(item) == 2:
-            refs.append(LoraRef(str(item[0]), float(item[1])))
+            refs.append(_lora_ref(item[0], item[1]))
         else:
             raise RequestError("request.bad_lora", value=item)
     return tuple(refs)
+
+
+def _lora_ref(name: Any, weight: Any) -> LoraRef:
+    if isinstance(weight, str):
+        refs = parse(f"x --lora {name}:{weight}").loras or ()
+        if len(refs) == 1:
+            return refs[0]
+        raise RequestError("request.bad_lora", value=f"{name}:{weight}")
+    return LoraRef(str(name), weight)  # checks the name and that the weight is a number in range
 
 
 def generate(
@@ -223,9 +234,15 @@ def generate(
     ``image_files`` says where ``--image`` ids are: ``{"k3x9fq2a": "k3x9fq2a.png"}`` (paths or PIL
     images); ``image=`` may also be the picture itself.
     """
+    if not isinstance(prompt, (str, Request)):  # before any work (the default engine loads a model)
+        raise RequestError("api.bad_prompt", type=type(prompt).__name__)
     engine = engine or default_engine()
     files = dict(image_files or {})
     picture = kwargs.get("image")
+    if isinstance(picture, str) and not _looks_like_id(picture):  # a path, as in diffusers' examples
+        if not _is_file(Path(picture).expanduser()):
+            raise RequestError("api.image_not_a_file", value=echo(picture, 80))
+        picture = Path(picture).expanduser()
     if picture is not None and not isinstance(picture, str):  # diffusers' img2img: the picture itself
         kwargs["image"] = _picture_id(_load_picture(picture, "image"))
         files[kwargs["image"]] = picture
@@ -261,19 +278,46 @@ def python_code(request: Request, *, save_as: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def _looks_like_id(text: str) -> bool:
+    """An ``--image`` id (8 of storage's id letters), as opposed to a file path."""
+    ref = text.strip().lower()
+    return len(ref) == 8 and all(ch in IMAGE_ID_ALPHABET for ch in ref)
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
+
+
 def _load_picture(source: Any, name: str) -> Image.Image:
-    """A start picture from a PIL image or a file path, as RGB."""
+    """A start picture from a PIL image or a file path, as RGB, under the rules the command
+    line and the bot apply to pictures (one frame; sides and pixels within the limits)."""
     from PIL import Image, UnidentifiedImageError
 
     if isinstance(source, Image.Image):
-        return source.convert("RGB")
+        return _checked_picture(source, name)
     if isinstance(source, (str, PathLike)):
+        label = Path(source).name or name
         try:
             with Image.open(source) as opened:
-                return opened.convert("RGB")
+                return _checked_picture(opened, label)
         except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
-            raise RequestError("api.image_unreadable", name=name, path=str(source), reason=str(exc)[:200]) from None
+            raise RequestError("api.image_unreadable", name=name, path=echo(source, 200),
+                               reason=str(exc)[:200]) from None
     raise RequestError("api.image_unreadable", name=name, path=type(source).__name__, reason="not a picture")
+
+
+def _checked_picture(picture: Image.Image, name: str) -> Image.Image:
+    from generation.datasets.errors import DatasetError
+    from generation.datasets.images import check_dimensions
+
+    check_dimensions(name, picture.width, picture.height)
+    frames = getattr(picture, "n_frames", 1)
+    if frames > 1:  # an animated GIF, PNG or WebP: which frame would be meant?
+        raise DatasetError("dataset.image_animated", name=name, frames=frames)
+    return picture.convert("RGB")
 
 
 def _picture_id(picture: Image.Image) -> str:

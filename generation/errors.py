@@ -8,9 +8,25 @@ English and the Discord bot answers in the user's locale from the same error.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 from generation.i18n import translate
+
+#: How much of a value the user typed an error message repeats (an id, a name, a path).
+ECHO_LIMIT = 40
+
+
+def echo(value: object, limit: int = ECHO_LIMIT) -> str:
+    """A value the user typed as an error message repeats it: on one line (control characters
+    written as escapes, ``\\n``), and at most ``limit`` characters, then ``…`` — a
+    10,000-character id is not printed back whole."""
+    text = str(value)
+    shown = text[:limit]
+    if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in shown):
+        shown = "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) in ("Cc", "Zl", "Zp")
+                        else ch for ch in shown)
+    return shown + "…" if len(text) > limit else shown
 
 
 class BrushworkError(Exception):

@@ -32,6 +32,7 @@ import os
 import re
 import struct
 import unicodedata
+import warnings
 import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -48,6 +49,7 @@ from generation.request import (
     Hires,
     LoraRef,
     Request,
+    control_character,
     format_number,
     hires_size,
 )
@@ -643,6 +645,8 @@ def read_recipe(source: bytes | str | os.PathLike | BinaryIO) -> Recipe:
             stream.seek(0)
             return _exif_recipe(stream)
     infotext_text = texts.get(PARAMETERS_KEY)
+    if infotext_text is not None:
+        _check_controls(infotext_text)
     if BRUSHWORK_KEY in texts:
         return _brushwork_recipe(texts[BRUSHWORK_KEY], infotext_text)
     if infotext_text is not None and infotext_text.strip():
@@ -711,18 +715,32 @@ def _read_png_texts(stream: BinaryIO) -> dict[str, str]:
     return texts
 
 
+def _check_controls(text: str) -> None:
+    """A recipe text with a control character no prompt may hold (a NUL, a terminal escape) is
+    refused as a whole: its prompt could be neither shown faithfully nor used."""
+    found = control_character(text)
+    if found is not None:
+        raise MetadataError("metadata.control_character", position=found[0], char=found[1])
+
+
 def _exif_recipe(stream: BinaryIO) -> Recipe:
-    """The recipe of a JPEG or WebP file: its EXIF ``UserComment`` (header only, never pixels)."""
+    """The recipe of a JPEG or WebP file: its EXIF ``UserComment`` (header only, never pixels).
+    Damaged EXIF is said in one line (Pillow's own warning is not printed)."""
     try:
-        with Image.open(stream) as image:
-            kind = image.format or "?"
-            comment = image.getexif().get_ifd(EXIF_IFD).get(USER_COMMENT) if kind in EXIF_FORMATS else None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with Image.open(stream) as image:
+                kind = image.format or "?"
+                comment = image.getexif().get_ifd(EXIF_IFD).get(USER_COMMENT) if kind in EXIF_FORMATS else None
+        damaged = any("EXIF" in str(warning.message) for warning in caught)
     except Image.DecompressionBombError as exc:  # Pillow's limit, checked on opening the header
         raise MetadataError("metadata.too_many_pixels", limit=_pixel_limit()) from exc
     except (UnidentifiedImageError, SyntaxError, OSError, ValueError, EOFError, struct.error):
         raise MetadataError("metadata.not_image") from None
     if kind not in EXIF_FORMATS:
         raise MetadataError("metadata.not_png", format=kind)
+    if damaged and not comment:
+        raise MetadataError("metadata.corrupt_exif", format=kind)
     text = _user_comment(comment) if comment else None
     if not text or not text.strip():
         raise MetadataError("metadata.missing_exif", format=kind)
@@ -730,6 +748,7 @@ def _exif_recipe(stream: BinaryIO) -> Recipe:
 
 
 def _a1111_recipe(text: str) -> Recipe:
+    _check_controls(text)
     parsed = parse_infotext(text)
     return Recipe(request=parsed.request, infotext=text, model_hash=parsed.model_hash,
                   lora_hashes=parsed.lora_hashes, origin="a1111", version=parsed.version,

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from fractions import Fraction
 from typing import Any
 
-from generation.errors import BrushworkError, RequestError
+from generation.errors import BrushworkError, RequestError, echo
 from generation.i18n import translate
 from generation.profiles import ModelProfile
 from generation.samplers import find_sampler, sampler_names
@@ -71,7 +71,7 @@ class LoraRef:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not NAME_PATTERN.fullmatch(self.name):
-            raise RequestError("request.bad_lora_name", flag="--lora", value=self.name)
+            raise RequestError("request.bad_lora_name", flag="--lora", value=echo(self.name))
         _check_number("lora_weight", self.weight, "--lora", integer=False)
 
     def render(self) -> str:
@@ -348,11 +348,29 @@ def _check_number(name: str, value: Any, flag: str, *, integer: bool) -> None:
                            low=format_number(lo), high=format_number(hi))
 
 
-def _check_text(text: str) -> None:
+#: Control characters a prompt may hold: line breaks and tabs.  Any other (ESC of a terminal
+#: colour code, NUL, BEL…) is refused, not stripped: it would be stored, written into every
+#: PNG and echoed to terminals, and silently dropping it would change what was asked.
+PROMPT_CONTROLS_ALLOWED = frozenset("\t\n\r")
+
+
+def control_character(text: str) -> tuple[int, str] | None:
+    """The first control character ``text`` may not hold (see :data:`PROMPT_CONTROLS_ALLOWED`):
+    its 1-based position and its escape (``\\x1b``); None when there is none."""
+    for index, ch in enumerate(text):
+        if ch not in PROMPT_CONTROLS_ALLOWED and unicodedata.category(ch) == "Cc":
+            return index + 1, ch.encode("unicode_escape").decode("ascii")
+    return None
+
+
+def _check_text(text: str, code: str = "request.prompt_control_character") -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates (from broken JSON) cannot be stored or written to a PNG
         raise RequestError("request.bad_prompt") from None
+    found = control_character(text)
+    if found is not None:
+        raise RequestError(code, position=found[0], char=found[1])
 
 
 def _validate(r: Request) -> None:
@@ -366,7 +384,7 @@ def _validate(r: Request) -> None:
     if r.negative_prompt is not None:
         if not isinstance(r.negative_prompt, str):
             raise RequestError("request.bad_prompt")
-        _check_text(r.negative_prompt)
+        _check_text(r.negative_prompt, "request.negative_control_character")
         neg = r.negative_prompt.strip()
         object.__setattr__(r, "negative_prompt", neg or None)
         if len(neg) > MAX_PROMPT_CHARS:
@@ -385,7 +403,7 @@ def _validate(r: Request) -> None:
         object.__setattr__(r, "vary_strength", float(r.vary_strength))
     if r.sampler is not None:
         if not isinstance(r.sampler, str):
-            raise RequestError("request.unknown_sampler_plain", value=r.sampler, known=sampler_names())
+            raise RequestError("request.unknown_sampler_plain", value=echo(r.sampler), known=sampler_names())
         canonical = find_sampler(r.sampler).name
         if canonical != r.sampler:
             object.__setattr__(r, "sampler", canonical)
@@ -443,10 +461,10 @@ def _validate_image(r: Request) -> None:
                                high=format_number(hi))
         return
     if not isinstance(r.image, str):
-        raise RequestError("request.bad_image_ref", flag="--image", value=r.image)
+        raise RequestError("request.bad_image_ref", flag="--image", value=echo(r.image))
     ref = r.image.strip().lower()
     if not IMAGE_REF_PATTERN.fullmatch(ref):
-        raise RequestError("request.bad_image_ref", flag="--image", value=r.image[:40])
+        raise RequestError("request.bad_image_ref", flag="--image", value=echo(r.image))
     object.__setattr__(r, "image", ref)
     if r.hires is None:
         object.__setattr__(r, "hires", Hires(scale=IMAGE_SCALE))

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from generation.errors import RequestError
+from generation.errors import RequestError, echo
 
 AUTOMATIC = "Automatic"
 
@@ -213,8 +213,8 @@ def find_sampler(text: str) -> Sampler:
             suggestion = match if match in names else next(n for n in names if _key(n) == match)
         known = sampler_summary()
         if suggestion:
-            raise RequestError("request.unknown_sampler", value=text, known=known, suggestion=suggestion)
-        raise RequestError("request.unknown_sampler_plain", value=text, known=known)
+            raise RequestError("request.unknown_sampler", value=echo(text), known=known, suggestion=suggestion)
+        raise RequestError("request.unknown_sampler_plain", value=echo(text), known=known)
     return sampler
 
 

@@ -48,6 +48,7 @@ from storage.ids import new_public_id
 if TYPE_CHECKING:
     from bot.chat import ChatService, ImageInfo
     from bot.discord_app.client import BrushworkBot
+    from bot.services import PendingUpload
     from generation.queue import JobHandle
 
 log = logging.getLogger("brushwork.discord")
@@ -130,11 +131,12 @@ class Actions:
                                   fresh=message_id is not None, record=True)
 
     async def start_from_picture(self, interaction: discord.Interaction, picture: discord.Attachment,
-                                 prepare: Callable[[Origin, str], Prepared]) -> None:
+                                 prepare: Callable[[Origin, PendingUpload], Prepared]) -> None:
         """``/imagine picture:``: the attachment's announced size checked, then a public
-        "thinking…" while it is fetched, checked and kept (``ImageService.add_upload``); then
-        :meth:`start` with its id (``prepare(origin, upload_id)``), the acknowledgement
-        replacing "thinking…".  A refused picture: the reason, privately."""
+        "thinking…" while it is fetched and checked (``ChatService.prepare_picture``); the
+        request is checked with it (``prepare(origin, picture)``) and only then is the picture
+        kept (``keep_picture``), so a refused request stores nothing; then :meth:`start`, the
+        acknowledgement replacing "thinking…".  A refusal: the reason, privately."""
         who = caller(interaction)
         chat = self.chat
         if not await self._may_post(interaction, who):
@@ -145,10 +147,13 @@ class Actions:
             await send(interaction, error.message(who.locale))
             return
         await interaction.response.defer(thinking=True)
+        loop = asyncio.get_running_loop()
         try:
             data = await picture.read()
-            upload = await asyncio.get_running_loop().run_in_executor(
-                self._write_lane, chat.add_picture, who.origin, picture.filename, data)
+            pending = await loop.run_in_executor(self._ack_lane, chat.prepare_picture, who.origin,
+                                                 picture.filename, data)
+            await self._checked(lambda origin: prepare(origin, pending), who.origin)  # before anything is kept
+            await loop.run_in_executor(self._write_lane, chat.keep_picture, who.origin, pending)
         except BrushworkError as error:
             await self._privately(interaction, error.message(who.locale))
             return
@@ -156,7 +161,7 @@ class Actions:
             await self._privately(interaction, translate("bot.picture_unreadable", who.locale,
                                                          name=picture.filename[:100]))
             return
-        await self.start(interaction, lambda origin: prepare(origin, upload.public_id))
+        await self.start(interaction, lambda origin: prepare(origin, pending))
 
     async def _may_post(self, interaction: discord.Interaction, who: Any) -> bool:
         """In a server: the bot may post its answer here (else the user is told, privately)."""

@@ -32,6 +32,7 @@ import hashlib
 import io
 import re
 import struct
+import warnings
 import zlib
 from dataclasses import dataclass, field
 
@@ -139,15 +140,18 @@ def validate_image(
             raise DatasetError("dataset.image_format", name=name, format=fmt, allowed=ALLOWED_LABEL)
         raise DatasetError("dataset.not_an_image", name=name, allowed=ALLOWED_LABEL)
     try:
-        with Image.open(io.BytesIO(data), formats=[fmt]) as opened:
-            width, height = opened.size
-            _check_dimensions(name, width, height, max_pixels=max_pixels, min_side=min_side)
-            frames: int = getattr(opened, "n_frames", 1) if fmt in _ANIMATABLE else 1
-            if frames > 1:
-                raise DatasetError("dataset.image_animated", name=name, frames=frames)
-            opened.load()
-            image = _upright(opened)
-            rgb = _to_rgb(image)
+        with warnings.catch_warnings():
+            # damaged EXIF only loses the orientation: Pillow's warning about it is not printed
+            warnings.filterwarnings("ignore", message="Corrupt EXIF", category=UserWarning)
+            with Image.open(io.BytesIO(data), formats=[fmt]) as opened:
+                width, height = opened.size
+                check_dimensions(name, width, height, max_pixels=max_pixels, min_side=min_side)
+                frames: int = getattr(opened, "n_frames", 1) if fmt in _ANIMATABLE else 1
+                if frames > 1:
+                    raise DatasetError("dataset.image_animated", name=name, frames=frames)
+                opened.load()
+                image = _upright(opened)
+                rgb = _to_rgb(image)
     except DatasetError:
         raise
     except Image.DecompressionBombError as exc:  # Pillow's own (larger) limit fired while opening
@@ -168,7 +172,9 @@ def validate_image(
                       source_format=fmt, source_bytes=size)
 
 
-def _check_dimensions(name: str, width: int, height: int, *, max_pixels: int, min_side: int) -> None:
+def check_dimensions(name: str, width: int, height: int, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                     min_side: int = DEFAULT_MIN_SIDE) -> None:
+    """The size rule of every picture people give (uploads, start pictures, the Python API's)."""
     if width * height > max_pixels:
         raise DatasetError("dataset.image_too_many_pixels", name=name, pixels=f"{width}×{height}",
                            limit=_megapixels(max_pixels))

@@ -590,9 +590,12 @@ def test_parse_render_parse_is_stable(text):
     assert parse(render(first), allow_empty_prompt=True) == first
 
 
+# What a prompt may hold: no control characters but tabs and line breaks (a NUL or a terminal
+# escape is refused: generation.request.PROMPT_CONTROLS_ALLOWED; test_bad_input covers that).
+PROMPT_CHARACTERS = st.characters(blacklist_categories=("Cs", "Cc")) | st.sampled_from("\t\n\r")
 PROMPT_TEXT = st.one_of(
-    st.text(max_size=60),
-    st.lists(st.one_of(FRAGMENTS, st.text(max_size=4)), max_size=20).map("".join),
+    st.text(PROMPT_CHARACTERS, max_size=60),
+    st.lists(st.one_of(FRAGMENTS, st.text(PROMPT_CHARACTERS, max_size=4)), max_size=20).map("".join),
 )
 NAMES = st.from_regex(r"[\w][\w.\-]{0,20}", fullmatch=True)
 

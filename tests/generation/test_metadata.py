@@ -190,8 +190,10 @@ PHRASES = st.sampled_from([
     ",", ":", '"', "\\", "\n", " ", "猫", "水墨画，一只鹤", "(masterpiece:1.2)", "[cat|dog]", "<hypernet:x:1>",
     "Steps: 20, Sampler: Euler, CFG scale: 7", "Negative", "é", "\t", "{a}", "😀",
 ])
-TEXT = st.lists(st.one_of(st.text(st.characters(blacklist_categories=("Cs",)), max_size=8), PHRASES),
-                max_size=8).map("".join)
+# Any text a prompt may hold: no lone surrogates, no control characters but tabs and line
+# breaks (a NUL or a terminal escape is refused: generation.request.PROMPT_CONTROLS_ALLOWED).
+CHARACTERS = st.characters(blacklist_categories=("Cs", "Cc")) | st.sampled_from("\t\n\r")
+TEXT = st.lists(st.one_of(st.text(CHARACTERS, max_size=8), PHRASES), max_size=8).map("".join)
 
 
 def _fits_infotext(prompt: str) -> bool:

@@ -96,7 +96,8 @@ class Imagine(commands.Cog):
             raise BrushworkError("bot.image_and_picture")
         await self.bot.actions.start_from_picture(
             interaction, picture,
-            lambda origin, upload_id: chat.prepare_imagine(origin, prompt, replace(options, image=upload_id)))
+            lambda origin, upload: chat.prepare_imagine(origin, prompt, replace(options, image=upload.public_id),
+                                                        picture=upload))
 
     @imagine.autocomplete("sampler")
     async def _samplers(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
