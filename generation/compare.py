@@ -119,7 +119,7 @@ def build(base: Request, x: Axis, y: Axis | None = None) -> Comparison:
         for x_value in x.values:
             request = single
             for axis, value in ((y, y_value), (x, x_value)):
-                if axis is not None:
+                if axis is not None and value is not None:
                     request = _apply(request, axis.flag, value)
             row.append(request)
         cells.append(tuple(row))

@@ -105,7 +105,9 @@ async def send(interaction: discord.Interaction, content: str | None = None, *, 
                **kwargs: Any) -> None:
     """Answer whether or not the interaction was already acknowledged."""
     if interaction.response.is_done():
-        await interaction.followup.send(content, ephemeral=ephemeral, **kwargs)
+        if content is not None:
+            kwargs["content"] = content
+        await interaction.followup.send(ephemeral=ephemeral, **kwargs)
     else:
         await interaction.response.send_message(content, ephemeral=ephemeral, **kwargs)
 

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from bot.services import ComparePlan
 from bot.texts import clip as _clip
 from bot.texts import duration, progress_bar
 from bot.texts import shorten as _shorten
@@ -144,6 +145,7 @@ class Status:
 def ack_text(prepared: Prepared, locale: str, *, mention: str | None = None) -> str:
     """The acknowledgement of a stored job: what it is, and how much waits before it."""
     plan = prepared.plan
+    assert not isinstance(plan, ComparePlan), "a comparison has its own acknowledgement (compare_follow)"
     lines = [headline(plan.kind, plan.request.prompt, plan.parent_public_id, locale, mention=mention),
              waiting_line(prepared, locale), *note_lines(plan, locale)]
     return clip("\n".join(line for line in lines if line))

@@ -164,6 +164,7 @@ class PromptEncoder:
             states, projected = self._run(encoder, pos + neg, clip_skip)
             hidden.append(states)
             if self.is_xl and index == len(per_encoder) - 1:
+                assert projected is not None, "SDXL's last text encoder gives a pooled projection"
                 pooled = projected[[0, count]]  # first chunk of the prompt, first of the negative
         states = torch.cat(hidden, dim=-1) if len(hidden) > 1 else hidden[0]
         dim = states.shape[-1]
