@@ -17,7 +17,6 @@ from generation.models import ModelRegistry
 from generation.training import LoraFileError
 from generation.training.lora_files import KOHYA_KEY
 from storage.records import Scope
-from tests.bot.test_server_loras import new_container
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +46,7 @@ class LoadCalled(Exception):
     ({f"{ATTN}.lokr_w1": torch.zeros(8, 8), f"{ATTN}.lokr_w2": torch.zeros(8, 8)}, "LyCORIS LoKr"),
     ({**_kohya(), f"{ATTN}.dora_scale": torch.ones(1, 64)}, "DoRA"),
 ], ids=["loha", "lokr", "dora"])
-def test_an_import_of_another_kind_is_refused_before_the_model_loads(tmp_path, tensors, kind):
+def test_an_import_of_another_kind_is_refused_before_the_model_loads(tmp_path, tensors, kind, make_container):
     engine = Engine(ModelRegistry(), device="cpu")
     loads: list[str] = []
 
@@ -56,7 +55,7 @@ def test_an_import_of_another_kind_is_refused_before_the_model_loads(tmp_path, t
         raise LoadCalled(name)
 
     engine.load = load  # type: ignore[method-assign]
-    container = new_container(tmp_path / "home", engine)
+    container = make_container(engine=engine)
     try:
         with pytest.raises(LoraFileError) as error:
             container.loras.import_lora(A, "style.safetensors", _file(tmp_path, "style", tensors), can_manage=True)
@@ -75,8 +74,8 @@ def _addnet(path) -> str:
     return hashlib.sha256(data[8 + length:]).hexdigest()[:12]
 
 
-def test_an_export_is_the_file_its_hash_names(tmp_path, tiny_engine, make_lora):
-    container = new_container(tmp_path / "home", tiny_engine)
+def test_an_export_is_the_file_its_hash_names(tmp_path, tiny_engine, make_lora, make_container):
+    container = make_container(engine=tiny_engine)
     loras = container.loras
     try:
         kohya = loras.import_lora(A, "ink.safetensors", _file(tmp_path, "ink", _kohya()), can_manage=True)

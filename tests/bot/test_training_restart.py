@@ -15,7 +15,7 @@ import pytest
 from bot.lora_services import TrainOptions
 from generation.queue import JobProgress
 from storage.records import JobStatus, LoraStatus, Scope
-from tests.bot.test_server_loras import SMALL, make_dataset, new_container
+from tests.bot.test_server_loras import SMALL, make_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -25,9 +25,9 @@ WAIT = 180.0
 A = Scope(user_id=21, guild_id=501)
 
 
-def test_a_killed_training_worker_resumes_from_its_checkpoint(tmp_path, tiny_engine):
+def test_a_killed_training_worker_resumes_from_its_checkpoint(tmp_path, tiny_engine, make_container):
     home = tmp_path / "home"
-    container = new_container(home, tiny_engine, training_chunk_steps=2)
+    container = make_container(home=home, engine=tiny_engine, training_chunk_steps=2)
     proc = None
     try:
         make_dataset(container, A)
