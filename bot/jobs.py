@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from bot.services import ComparePlan, GenerationPlan, SavedImage, encode_png, new_image_row
 from generation.batching import batch_key, hires_steps_run, work_units
@@ -33,6 +33,7 @@ from generation.errors import BrushworkError
 from generation.queue import (
     Claim,
     DailyUsage,
+    DispatchView,
     Failure,
     Finished,
     JobClass,
@@ -49,6 +50,7 @@ from generation.queue import (
     WorkerState,
     WorkerStatus,
 )
+from generation.queue.store import ClaimFor
 from generation.request import Request
 from storage.archive import save_job_images
 from storage.errors import NotFound, StaleState
@@ -207,6 +209,9 @@ class PreparedImage:
     request: Request
 
 
+T = TypeVar("T")
+
+
 class SqlJobStore:
     """:class:`~generation.queue.JobStore` on the database; ``complete`` stores the images."""
 
@@ -258,6 +263,25 @@ class SqlJobStore:
             records = uow.jobs.claim(job_ids, worker_id)
             uow.commit()
         return [Claim(_spec(record), worker_id, record.attempts) for record in records]
+
+    def dispatch(self, worker_id: str, choose: Callable[[DispatchView, ClaimFor], T], *, since: float,
+                 after_seq: int) -> T:
+        with self._uow() as uow:
+            uow.jobs.lock_dispatch()  # first: the reads below then see every process's commits
+            used = uow.jobs.finished_usage(datetime.fromtimestamp(since, UTC))
+            view = DispatchView(
+                used=tuple(UsageSample(row.owner_id, row.guild_id, row.gpu_seconds, row.finished_at.timestamp())
+                           for row in used),
+                running=tuple(_snapshot(record) for record in uow.jobs.running()),
+                fresh=tuple(_spec(record) for record in uow.jobs.queued(after_id=after_seq)))
+
+            def claim(job_ids: Sequence[str]) -> list[Claim]:
+                return [Claim(_spec(record), worker_id, record.attempts)
+                        for record in uow.jobs.claim(job_ids, worker_id)]
+
+            chosen = choose(view, claim)
+            uow.commit()
+        return chosen
 
     def save_progress(self, progress: Mapping[str, float]) -> None:
         with self._uow() as uow:

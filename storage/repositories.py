@@ -23,6 +23,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    text,
     true,
     update,
 )
@@ -56,6 +57,9 @@ from storage.records import (
 MAX_PAGE = 100
 #: Longest parent chain followed by ``lineage`` (a guard, chains are short in practice).
 MAX_LINEAGE = 256
+
+#: PostgreSQL advisory lock key of the queue's dispatch (``JobRepository.lock_dispatch``; "brushwq1").
+DISPATCH_LOCK_KEY = int.from_bytes(b"brushwq1", "big") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 class _Unset:
@@ -727,6 +731,26 @@ class JobRepository:
             if _rowcount(result):
                 target.append(row.public_id)
         return JobRecovery(tuple(requeued), tuple(failed), tuple(cancelled))
+
+    def lock_dispatch(self) -> None:
+        """Hold the queue's dispatch lock until this transaction ends: one process at a time
+        chooses and claims the next jobs, on what every process has dispatched.
+
+        PostgreSQL: a transaction-level advisory lock (other writers are not held up).  SQLite:
+        the database's write lock, taken by a write that changes nothing — it must be the
+        transaction's first statement, so the reads after it see every commit before it.
+        """
+        dialect = self._session.get_bind().dialect.name
+        if dialect == "postgresql":
+            self._session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": DISPATCH_LOCK_KEY})
+        else:
+            self._session.execute(update(Job).where(Job.id == -1).values(progress=Job.progress)
+                                  .execution_options(synchronize_session=False))
+
+    def running(self) -> list[JobRecord]:
+        """Jobs running now, in any process."""
+        query = select(Job).where(Job.status == JobStatus.RUNNING.value).order_by(Job.id)
+        return [_job_record(row) for row in self._session.scalars(query)]
 
     def finished_usage(self, since: datetime) -> list[FinishedUsage]:
         """GPU time of jobs finished since ``since`` (fair-share memory after a restart)."""

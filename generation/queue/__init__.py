@@ -33,6 +33,7 @@ from generation.queue.handle import JobHandle
 from generation.queue.jobs import (
     Claim,
     DailyUsage,
+    DispatchView,
     JobClass,
     JobSnapshot,
     JobSpec,
@@ -53,7 +54,7 @@ from generation.queue.store import JobStore, LostClaim, MemoryJobStore, Recovery
 from generation.queue.worker import Worker, WorkerSeam
 
 __all__ = [
-    "Claim", "Continue", "DailyUsage", "FairScheduler", "Failure", "Finished", "JobCancelled", "JobClass",
+    "Claim", "Continue", "DailyUsage", "DispatchView", "FairScheduler", "Failure", "Finished", "JobCancelled", "JobClass",
     "JobDone", "JobEvent", "JobFailed", "JobHandle", "JobProgress", "JobQueue", "JobQueued", "JobRequeued",
     "JobSnapshot", "JobSpec", "JobStalled", "JobStarted", "JobState", "JobStore", "JobView", "LostClaim",
     "MemoryJobStore", "Outcome", "PendingCounts", "QueueConfig", "QueueLimits", "Recovery", "Requester",

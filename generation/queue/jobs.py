@@ -172,6 +172,16 @@ class UsageSample:
 
 
 @dataclass(frozen=True, slots=True)
+class DispatchView:
+    """What a dispatcher reads under the store's dispatch lock (``JobStore.dispatch``): the
+    GPU time every process has used and is using, and the jobs queued since it last looked."""
+
+    used: tuple[UsageSample, ...] = ()  # finished jobs' measured GPU time since the usage window began
+    running: tuple[JobSnapshot, ...] = ()  # running now, in any process (charged their estimate)
+    fresh: tuple[JobSpec, ...] = ()  # queued with ``seq`` above the caller's cursor
+
+
+@dataclass(frozen=True, slots=True)
 class DailyUsage:
     images: int = 0
     gpu_seconds: float = 0.0
@@ -274,6 +284,6 @@ class JobView:
 
 
 __all__ = [
-    "Claim", "DailyUsage", "JobClass", "JobSnapshot", "JobSpec", "JobState", "JobView", "PendingCounts",
+    "Claim", "DailyUsage", "DispatchView", "JobClass", "JobSnapshot", "JobSpec", "JobState", "JobView", "PendingCounts",
     "Requester", "Submission", "UsageSample", "WorkerState", "WorkerStatus",
 ]

@@ -44,6 +44,7 @@ from generation.queue.events import (
 from generation.queue.handle import JobHandle
 from generation.queue.jobs import (
     Claim,
+    DispatchView,
     JobClass,
     JobSnapshot,
     JobSpec,
@@ -56,7 +57,7 @@ from generation.queue.jobs import (
 )
 from generation.queue.limits import QueueLimits, check_admission
 from generation.queue.scheduler import FairScheduler
-from generation.queue.store import JobStore, utc_day
+from generation.queue.store import ClaimFor, JobStore, utc_day
 
 if TYPE_CHECKING:
     from generation.queue.runner import Runner
@@ -614,19 +615,89 @@ class JobQueue:
         """The queue's clock (seconds since the epoch)."""
         return self.clock()
 
-    def next_batch(self, worker: Worker) -> list[JobSpec]:
-        """Block until there is work for ``worker`` (or it stops); the jobs are taken out of
-        the scheduler, not yet claimed."""
+    def next_batch(self, worker: Worker) -> list[Claim]:
+        """Block until there is work for ``worker`` (or it stops): the next fair batch, claimed
+        for it.  The choice is made under the store's dispatch lock, on the GPU time every
+        process has used and the jobs every process has queued (:meth:`JobStore.dispatch`)."""
         while not worker.stopping:
             self._fetch_external()
             with self._lock:
                 if worker.stopping:
                     break
-                batch = self.scheduler.next_batch(self.clock(), worker.batch_limit)
-                if batch:
-                    return batch
-                self._work.wait(self.config.poll_interval_s)
+                if not len(self.scheduler):
+                    self._work.wait(self.config.poll_interval_s)
+                    continue
+            claims = self.store.dispatch(
+                worker.worker_id, lambda view, claim: self._dispatch(worker, view, claim),
+                since=self.clock() - self.config.usage_window_s, after_seq=self._cursor)
+            if claims:
+                return claims
         return []
+
+    def _dispatch(self, worker: Worker, view: DispatchView, claim: ClaimFor) -> list[Claim]:
+        """Under the store's dispatch lock: catch up with every process, then pick and claim."""
+        now = self.clock()
+        with self._lock:
+            self._absorb(view, now)
+        taken: list[JobSpec] = []  # out of the scheduler, not (or not for sure) claimed
+        refused: list[Exception] = []
+
+        def limit(spec: JobSpec) -> int:
+            try:
+                return worker.batch_limit(spec)
+            except Exception as error:  # e.g. the device is gone: the job goes back first
+                refused.append(error)
+                return spec.images
+
+        try:
+            while True:
+                with self._lock:
+                    taken = self.scheduler.next_batch(now, limit)
+                if refused:
+                    raise refused[0]
+                if not taken:
+                    return []
+                first = claim([taken[0].job_id])
+                if not first:  # taken elsewhere, or cancelled, since this process last looked
+                    with self._lock:
+                        self.scheduler.settle(taken[0].job_id, 0.0, now)
+                        self._put_back(taken[1:], now)
+                    taken = []
+                    continue
+                riders = claim([spec.job_id for spec in taken[1:]]) if len(taken) > 1 else []
+                claims = first + riders
+                won = {c.job_id for c in claims}
+                lost, taken = [spec for spec in taken if spec.job_id not in won], []
+                with self._lock:
+                    for spec in lost:  # riders taken elsewhere: not charged here
+                        self.scheduler.settle(spec.job_id, 0.0, now)
+                return claims
+        except BaseException:
+            with self._lock:
+                self._put_back(taken, now)
+            raise
+
+    def _put_back(self, specs: Sequence[JobSpec], now: float) -> None:
+        """Jobs taken out of the scheduler but not claimed: back, uncharged (under the lock)."""
+        for spec in specs:
+            self.scheduler.settle(spec.job_id, 0.0, now)
+            self.scheduler.add(spec)
+
+    def _absorb(self, view: DispatchView, now: float) -> None:
+        """What the store says every process did (under the lock): jobs queued elsewhere join
+        the scheduler, running ones leave it, and everyone's usage is rebased on the store's."""
+        for spec in view.fresh:
+            self._cursor = max(self._cursor, spec.seq)
+            track = self._track(spec.job_id, JobState.QUEUED)
+            if track.spec is None:
+                track.spec = spec
+            self._schedule(track, spec)
+        charges = [(sample.owner, sample.guild, sample.seconds, sample.finished_at) for sample in view.used]
+        for snap in view.running:
+            self.scheduler.remove(snap.job_id)
+            charges.append((snap.owner, snap.guild, snap.gpu_seconds + self.rates.estimate(snap.as_spec()),
+                            snap.started_at if snap.started_at is not None else now))
+        self.scheduler.rebase(charges)
 
     def _fetch_external(self, *, force: bool = False) -> None:
         """Jobs submitted by other processes since we last looked (cheap, time-throttled)."""

@@ -1,4 +1,4 @@
-"""The fair scheduler: which waiting job runs next, and which others can ride in its batch.
+r"""The fair scheduler: which waiting job runs next, and which others can ride in its batch.
 
 Pure data structures, no threads, no I/O; the caller passes the time.
 
@@ -25,6 +25,11 @@ submission order).  Decay is by a common factor for everyone, so it never change
 order; usage is therefore kept *normalised* to a fixed time origin — ``log(Σ cᵢ·e^{tᵢ/τ})``
 — and a charge is a log-add on one user and one server.  Heap entries whose key changed are
 skipped when they surface (lazy deletion), so each dispatch is O(log n).
+
+Several dispatchers (worker processes on one database): each has its own scheduler, so
+before each dispatch the queue :meth:`rebase`\ s it on the usage the store records for every
+process, under the store's dispatch lock (``JobStore.dispatch``): the argument above then
+holds across processes — the first job of a flood, wherever it ran, counts everywhere.
 
 Batching: jobs with the same ``batch_key`` wait in a side index (per key, per owner, FIFO).
 When a job with a key is dispatched, compatible jobs ride along, taken round-robin across
@@ -223,6 +228,34 @@ class FairScheduler:
         self._guild_usage[guild] = _log_add(
             _log_sub(self._guild_usage.get(guild, NEG_INF), estimate, at, self.tau), seconds, now, self.tau)
         self._repush(owner, guild)
+        self.version += 1
+
+    def rebase(self, charges: Iterable[tuple[int, GuildKey, float, float]]) -> None:
+        """Replace everyone's recent GPU time by ``charges`` — (owner, server, seconds, at) —
+        which count every dispatcher's jobs, not just this one's.
+
+        Several processes dispatching from one store each keep a scheduler; each rebases on
+        what the store says was used (finished jobs' measured time, running jobs' estimates)
+        just before it dispatches, so a flood spread over three workers counts three times
+        in every one of them.  The estimates of jobs dispatched here are in ``charges`` too:
+        they are forgotten as in-flight (their :meth:`settle` is then a no-op).  O(charges +
+        waiting users and servers).
+        """
+        self._user_usage.clear()
+        self._guild_usage.clear()
+        self._inflight.clear()
+        for owner, guild, seconds, at in charges:
+            amount = max(0.0, float(seconds))
+            self._user_usage[owner] = _log_add(self._user_usage.get(owner, NEG_INF), amount, at, self.tau)
+            self._guild_usage[guild] = _log_add(self._guild_usage.get(guild, NEG_INF), amount, at, self.tau)
+        for lane in self._lanes.values():  # every key may have changed: fresh heaps
+            for guild in lane.guilds.values():
+                guild.heap = [(self._user_usage.get(o, NEG_INF), self._user_served.get(o, -1), u.activated, o)
+                              for o, u in guild.users.items()]
+                heapq.heapify(guild.heap)
+            lane.heap = [(self._guild_usage.get(k, NEG_INF), self._guild_served.get(k, -1), g.activated, k)
+                         for k, g in lane.guilds.items()]
+            heapq.heapify(lane.heap)
         self.version += 1
 
     def charge(self, owner: int, guild: GuildKey, seconds: float, at: float) -> None:

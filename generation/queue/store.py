@@ -17,12 +17,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from generation.errors import BrushworkError
 from generation.queue.jobs import (
     Claim,
     DailyUsage,
+    DispatchView,
     JobSnapshot,
     JobSpec,
     JobState,
@@ -31,6 +32,10 @@ from generation.queue.jobs import (
     UsageSample,
     WorkerStatus,
 )
+
+T = TypeVar("T")
+#: Claims queued jobs for the dispatching worker, inside the dispatch's transaction.
+ClaimFor = Callable[[Sequence[str]], list["Claim"]]
 
 
 class LostClaim(Exception):
@@ -80,6 +85,20 @@ class JobStore(Protocol):
     # -- running -----------------------------------------------------------------------
     def claim(self, job_ids: Sequence[str], worker_id: str) -> list[Claim]:
         """Queued → running for each job still queued (attempts + 1); the others are left out."""
+        ...
+
+    def dispatch(self, worker_id: str, choose: Callable[[DispatchView, ClaimFor], T], *, since: float,
+                 after_seq: int) -> T:
+        """One dispatcher at a time across every process on this store.
+
+        Under a lock held until the claims are committed: read the :class:`DispatchView` —
+        GPU time used by jobs finished since ``since``, the jobs running now, the jobs queued
+        with ``seq > after_seq`` —, call ``choose(view, claim)`` (``claim(job_ids)`` claims for
+        ``worker_id`` inside the same transaction, as :meth:`claim` does), commit, and return
+        what ``choose`` returned.  If ``choose`` raises, nothing it claimed is kept.  So the
+        next job is chosen on what *every* process has dispatched: fair shares hold across
+        processes (the SQL store: a PostgreSQL advisory lock, SQLite's write lock).
+        """
         ...
 
     def save_progress(self, progress: Mapping[str, float]) -> None: ...
@@ -142,6 +161,7 @@ class MemoryJobStore:
         self._results: dict[str, Any] = {}
         self._usage: dict[tuple[int, str], DailyUsage] = {}
         self._workers: dict[str, WorkerStatus] = {}
+        self._dispatching = threading.Lock()  # the database's dispatch lock, for queues sharing this store
         self.completions: list[str] = []  # every job id completed, in order (tests check exactly-once)
 
     # -- submitting -----------------------------------------------------------------
@@ -213,6 +233,29 @@ class MemoryJobStore:
                 spec = self._specs[job_id] = replace(self._specs[job_id], attempts=attempt)
                 claims.append(Claim(spec, worker_id, attempt))
         return claims
+
+    def dispatch(self, worker_id: str, choose: Callable[[DispatchView, ClaimFor], T], *, since: float,
+                 after_seq: int) -> T:
+        with self._dispatching:
+            with self._lock:
+                view = DispatchView(used=tuple(self.recent_usage(since)),
+                                    running=tuple(row for row in self._rows.values() if row.state is JobState.RUNNING),
+                                    fresh=tuple(self.queued(after_seq)))
+            before: dict[str, tuple[JobSnapshot, JobSpec]] = {}
+
+            def claim(job_ids: Sequence[str]) -> list[Claim]:
+                with self._lock:
+                    before.update({job_id: (self._rows[job_id], self._specs[job_id])
+                                   for job_id in job_ids if job_id in self._rows and job_id not in before})
+                    return self.claim(job_ids, worker_id)
+
+            try:
+                return choose(view, claim)
+            except BaseException:
+                with self._lock:  # a rolled-back transaction: the claims were never made
+                    for job_id, (row, spec) in before.items():
+                        self._rows[job_id], self._specs[job_id] = row, spec
+                raise
 
     def save_progress(self, progress: Mapping[str, float]) -> None:
         with self._lock:
@@ -326,4 +369,4 @@ class MemoryJobStore:
         return Recovery(tuple(requeued), tuple(failed), tuple(cancelled))
 
 
-__all__ = ["JobStore", "LostClaim", "MemoryJobStore", "Recovery", "utc_day"]
+__all__ = ["ClaimFor", "JobStore", "LostClaim", "MemoryJobStore", "Recovery", "utc_day"]

@@ -57,9 +57,9 @@ class WorkerSeam(Protocol):
     :class:`~generation.queue.queue.JobQueue` implements it; a worker holds nothing else of
     the queue.  The life of a batch across the seam:
 
-    1. :meth:`next_batch` blocks until there is work (the jobs leave the scheduler, unclaimed);
-    2. the worker claims them in the :attr:`store`, then reports the claims to :meth:`claimed`
-       (or, when claiming failed, gives each job back with :meth:`requeued`);
+    1. :meth:`next_batch` blocks until there is work: the jobs leave the scheduler, claimed for
+       this worker under the store's dispatch lock;
+    2. the worker reports the claims to :meth:`claimed` (the jobs start);
     3. while it runs: :meth:`progress` for every step, :meth:`cancel_asked` to see a cancel
        asked in this process, :meth:`mark_cancel` for one it read from the store (asked in
        another process), :meth:`has_waiting` for long jobs that yield to interactive ones;
@@ -89,14 +89,15 @@ class WorkerSeam(Protocol):
         """The queue's clock, seconds since the epoch (heartbeats)."""
         ...
 
-    def next_batch(self, worker: Worker) -> list[JobSpec]:
-        """Block until there is work for ``worker`` (``[]`` once it stops); the jobs are taken
-        out of the scheduler, not yet claimed.  ``worker.batch_limit`` caps the batch."""
+    def next_batch(self, worker: Worker) -> list[Claim]:
+        """Block until there is work for ``worker`` (``[]`` once it stops): the next fair batch,
+        already claimed for it in the store (chosen under the store's dispatch lock, so fair
+        across processes).  ``worker.batch_limit`` caps the batch."""
         ...
 
     def claimed(self, worker: Worker, batch: Sequence[JobSpec], claims: list[Claim]) -> list[Claim]:
-        """The store gave ``claims`` for ``batch``: the jobs won start (``JobStarted``), those
-        lost to another process or a cancel leave this process's view.  Returns the claims to run."""
+        """The worker takes ``claims`` (for ``batch``): the jobs start (``JobStarted``); any
+        lost to a cancel meanwhile leave this process's view.  Returns the claims to run."""
         ...
 
     def requeued(self, spec: JobSpec, reason: str) -> None:
@@ -137,8 +138,7 @@ class WorkerSeam(Protocol):
 
     def unusable(self, worker: Worker, error: BrushworkError) -> None:
         """``worker`` cannot run anything (its device is not there, ``worker.failure``): it has
-        given its claimed jobs back and stops; the jobs it had taken but not claimed go back
-        with :meth:`requeued` right after."""
+        given its claimed jobs back (:meth:`requeued`) and stops."""
         ...
 
 
@@ -164,7 +164,6 @@ class Worker:
         self._busy = False
         self._oom_caps: dict[str, int] = {}  # batch key → images per call known to fit
         self.failure: BrushworkError | None = None  # why this worker stopped for good (its device)
-        self._claimed: set[str] = set()  # the current batch's jobs the store has answered a claim for
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -219,21 +218,20 @@ class Worker:
             try:
                 warm_up()
             except DeviceError as error:
-                self._unusable(error, [])
+                self._unusable(error)
                 return
             except Exception:
                 log.exception("worker %s: warming up the runner failed", self.worker_id)
         while not self.stopping:
-            batch: list[JobSpec] = []
             try:
-                batch = self.seam.next_batch(self)
-                if not batch:
+                claims = self.seam.next_batch(self)
+                if not claims:
                     continue
                 self._busy = True
                 self.touch()
-                self._run(batch)
+                self._run(claims)
             except DeviceError as error:  # the device is not there: no job can run here, ever
-                self._unusable(error, batch)
+                self._unusable(error)
                 return
             except Exception:  # never let the device's only thread die
                 log.exception("worker %s: unexpected error between jobs", self.worker_id)
@@ -242,28 +240,16 @@ class Worker:
                 self._busy = False
                 self._context = None
 
-    def _unusable(self, error: DeviceError, batch: list[JobSpec]) -> None:
-        """Stop for good.  Claimed jobs were given back by :meth:`_execute`; jobs taken from the
-        queue but not claimed yet go back to it here."""
+    def _unusable(self, error: DeviceError) -> None:
+        """Stop for good; the jobs it held were given back by :meth:`_execute` (a device that is
+        gone while the queue chose a batch: the queue put the batch back itself)."""
         self.failure = error
         self.stopping = True
         log.error("worker %s stops: %s", self.worker_id, error.message())
         self.seam.unusable(self, error)
-        for spec in batch:
-            if spec.job_id not in self._claimed:
-                self.seam.requeued(spec, "retry")
 
-    def _run(self, batch: list[JobSpec]) -> None:
-        self._claimed = set()
-        try:
-            claims = self.seam.store.claim([spec.job_id for spec in batch], self.worker_id)
-        except Exception:
-            log.exception("worker %s: claiming %d jobs failed; they stay queued", self.worker_id, len(batch))
-            for spec in batch:
-                self.seam.requeued(spec, "retry")
-            return
-        self._claimed = {spec.job_id for spec in batch}  # won (ours to give back) or lost (not ours)
-        claims = self.seam.claimed(self, batch, claims)
+    def _run(self, claims: list[Claim]) -> None:
+        claims = self.seam.claimed(self, [claim.spec for claim in claims], claims)
         if claims:
             spent: dict[str, float] = {claim.job_id: 0.0 for claim in claims}
             self._execute(claims, spent)

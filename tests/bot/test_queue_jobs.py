@@ -176,3 +176,19 @@ def test_queue_and_cancel_commands(container, tmp_path, capsys, monkeypatch):
     assert main(["cancel", waiting.job_id]) == 0
     assert main(["cancel", "zzzzzzzz"]) == 2
     assert "No job" in capsys.readouterr().err
+
+
+def test_both_job_stores_implement_every_member_of_the_protocol_with_its_signature():
+    """The JobStore protocol is the seam: MemoryJobStore (tests) and SqlJobStore (the database)
+    implement all of it — ``dispatch`` included — with the protocol's parameters."""
+    import inspect
+
+    from bot.jobs import SqlJobStore
+    from generation.queue import JobStore, MemoryJobStore
+
+    members = [name for name in vars(JobStore) if not name.startswith("_")]
+    assert "dispatch" in members
+    for store in (MemoryJobStore, SqlJobStore):
+        for name in members:
+            declared, implemented = inspect.signature(getattr(JobStore, name)), inspect.signature(getattr(store, name))
+            assert list(implemented.parameters) == list(declared.parameters), (store.__name__, name)

@@ -451,3 +451,35 @@ def test_a_device_that_is_not_there_stops_the_worker_and_leaves_the_job_queued(m
     snap = store.snapshot(handle.job_id)
     assert snap.state is JobState.QUEUED and snap.attempts == 0  # not the job's fault: for another worker
     assert [status.state.value for status in store.workers()] == ["stopped"]  # others do not wait for it
+
+
+def test_usage_charged_in_another_process_counts_when_this_one_dispatches(make_queue, store):
+    """Two queues on one store are two processes.  The flooder's job runs on the first; the
+    second process has never dispatched for the flooder, but the store says that job is
+    running, so the flooder's next job goes after the single job of a user who used a little
+    GPU time earlier — as it would in one process."""
+    busy, fresh = ScriptedRunner(), ScriptedRunner()
+    first = make_queue(busy)
+    busy.hold("flood 1")
+    flood_1 = first.submit(submission(owner=1, value="flood 1"))
+    busy.entered("flood 1")
+    earlier = store.claim([store.add(submission(owner=2, value="earlier")).job_id], "gone")[0]
+    store.finish_cancelled(earlier, 0.001)  # user 2 used a little GPU time, less than a running job's estimate
+    flood_2 = first.submit(submission(owner=1, value="flood 2"))
+    single = first.submit(submission(owner=2, value="single"))
+    second = make_queue(fresh)  # another process's worker frees up now: whom does it take?
+    assert single.wait(timeout=WAIT) == {"value": "single"}
+    assert fresh.ran()[0] == (single.job_id,)  # not the flood's second job
+    busy.release("flood 1")
+    for handle in (flood_1, flood_2):
+        handle.wait(timeout=WAIT)
+    assert sorted(store.completions) == sorted([flood_1.job_id, flood_2.job_id, single.job_id])
+    assert second.workers[0].alive
+
+
+def test_two_processes_dispatching_at_once_claim_each_job_once(make_queue, store):
+    """Many jobs, two queues on one store each with a worker: every job runs exactly once."""
+    queues = [make_queue(ScriptedRunner(steps=1)) for _ in range(2)]
+    handles = [queues[i % 2].submit(submission(owner=i % 5, value=i)) for i in range(40)]
+    assert [handle.wait(timeout=WAIT) for handle in handles] == [{"value": i} for i in range(40)]
+    assert sorted(store.completions) == sorted(handle.job_id for handle in handles)
