@@ -41,6 +41,7 @@ from generation.engine.loras import (
 from generation.engine.noise import generator, initial_noise
 from generation.engine.preview import latents_to_preview
 from generation.engine.prompts import EncodedPrompt, PromptEncoder
+from generation.engine.rows import unet_per_image
 from generation.engine.schedulers import make_scheduler
 from generation.engine.tiling import circular_padding
 from generation.errors import Cancelled, ModelError, OutOfMemoryError, RequestError
@@ -346,7 +347,7 @@ class Engine:
             height=height, width=width, num_inference_steps=steps, guidance_scale=float(_resolved(first.cfg, "cfg")),
             latents=noise.to(device=model.device, dtype=model.dtype), generator=generators, output_type="pil",
         )
-        return self._call(pipe, kwargs, progress.phase("base", steps))
+        return self._call(model, pipe, kwargs, progress.phase("base", steps), images=len(requests))
 
     def _hires_pass(self, model: LoadedModel, requests: list[Request], embeds: list[EncodedPrompt],
                     images: list[Image.Image], progress: _Progress) -> list[Image.Image]:
@@ -365,17 +366,21 @@ class Engine:
             guidance_scale=float(_resolved(first.cfg, "cfg")), generator=[generator(seed) for seed in seeds],
             output_type="pil",
         )
-        return self._call(pipe, kwargs, progress.phase("hires", hires_steps_run(first)))
+        return self._call(model, pipe, kwargs, progress.phase("hires", hires_steps_run(first)), images=len(requests))
 
     @staticmethod
-    def _call(pipe: Any, kwargs: dict[str, Any], phase: _Phase) -> list[Image.Image]:
+    def _call(model: LoadedModel, pipe: Any, kwargs: dict[str, Any], phase: _Phase, *, images: int
+              ) -> list[Image.Image]:
         if phase.callback is not None:
             kwargs["callback_on_step_end"] = phase.callback
             kwargs["callback_on_step_end_tensor_inputs"] = ["latents"] if phase.wants_latents else []
-        with quiet_libraries():  # scheduler chatter ("lower_order_final"...) is not the user's to act on
-            images = pipe(**kwargs).images
+        # On the CPU each image's UNet rows run as its own call would: batched == alone, bit for bit.
+        on_cpu = model.device.type == "cpu"
+        with quiet_libraries(), unet_per_image(pipe.unet, images=images, enabled=on_cpu):
+            # (quiet: scheduler chatter, "lower_order_final"..., is not the user's to act on)
+            images_out = pipe(**kwargs).images
         phase.finish()
-        return list(images)
+        return list(images_out)
 
 
 # ---------------------------------------------------------------------- helpers
