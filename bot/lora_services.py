@@ -953,11 +953,11 @@ class LoraService:
                     name: str | None = None, model: str | None = None, can_manage: bool = False) -> LoraRecord:
         """Add an existing ``.safetensors`` LoRA: size capped, pickles refused, the header read
         without loading anything, every key and shape checked against the base model
-        (``generation.training.inspect_lora``); then stored (file first) as ``ready``.  What the
-        header alone refuses (a LyCORIS LoHa/LoKr or DoRA file…) is refused before the base
-        model is loaded."""
+        (``generation.training.inspect_lora``), every weight a finite number; then stored (file
+        first) as ``ready``.  What the header alone refuses (a LyCORIS LoHa/LoKr or DoRA file…)
+        is refused before the base model is loaded."""
         from generation.training import inspect_lora
-        from generation.training.lora_files import check_lora_file
+        from generation.training.lora_files import check_lora_file, check_lora_values
 
         _require_manage(scope, can_manage)
         if isinstance(data, (str, os.PathLike)):
@@ -976,6 +976,7 @@ class LoraService:
         check_lora_file(data, name=filename, max_bytes=self.limits.max_import_bytes)  # before the model loads
         engine = self._engine()
         info = inspect_lora(data, engine.load(spec.name), max_bytes=self.limits.max_import_bytes, name=filename)
+        check_lora_values(data, name=filename)  # NaN or infinite weights: black or noise images
         with self._uow() as uow:
             count, _bytes = uow.loras.usage(scope)
             with contextlib.suppress(NotFound):
