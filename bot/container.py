@@ -9,9 +9,12 @@ worker thread per device.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from collections.abc import MutableMapping
 from dataclasses import InitVar, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.chat import ChatService
@@ -283,11 +286,30 @@ class Container:
         self.database.dispose()
 
 
+#: torch's own caches, each pointed into ``$BRUSHWORK_HOME/cache/`` unless the user chose a place:
+#: importing diffusers creates TorchInductor's cache folder (``${TMPDIR:-/tmp}/torchinductor_<user>``,
+#: empty), and compiled kernels would follow it there.  Model downloads (``HF_HOME``) are the
+#: user's own cache and stay where they are.
+TORCH_CACHES = {"TORCHINDUCTOR_CACHE_DIR": "torchinductor", "TRITON_CACHE_DIR": "triton",
+                "PYTORCH_KERNEL_CACHE_PATH": "torch-kernels"}
+
+
+def point_torch_caches(cache_dir: Path, environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """Set each of :data:`TORCH_CACHES` that is unset (or empty) to a folder under ``cache_dir``;
+    returns what was set.  Must run before torch's caches are first used — before diffusers is
+    imported, which the engine does on first use, after :func:`build_container`."""
+    env = os.environ if environ is None else environ
+    chosen = {name: str(cache_dir / folder) for name, folder in TORCH_CACHES.items() if not env.get(name)}
+    env.update(chosen)
+    return chosen
+
+
 def build_container(settings: Settings, *, migrate: bool = True, engine: Engine | None = None) -> Container:
     """The process's objects on ``settings``' home and database (migrated unless ``migrate=False``);
     ``engine``: an engine to use instead of building one on first use (tests share their tiny one)."""
     from generation.i18n import register_catalogue
 
+    point_torch_caches(settings.cache_dir)  # before anything imports torch or diffusers
     register_catalogue("bot")  # the outer layer's texts (bot/locales): the bot's and the services' errors
     settings.home.mkdir(parents=True, exist_ok=True)
     database = create_engine(settings.effective_database_url)

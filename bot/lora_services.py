@@ -39,7 +39,7 @@ import contextlib
 import os
 import shutil
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from difflib import get_close_matches
 from pathlib import Path
@@ -51,7 +51,8 @@ from generation.datasets import (
     ZipLimits,
     clean_caption,
     contact_sheet,
-    read_zip,
+    iter_zip,
+    plan_zip,
     validate_image,
 )
 from generation.datasets.images import archive_kind, megabytes
@@ -206,6 +207,22 @@ class _Candidate:
     order: int = 0  # the upload it came from (refusals are listed in upload order)
 
 
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """One file of an upload, decoded only when its turn comes (a zip: one member at a time).
+
+    ``declared``: the bytes it brings as far as can be known before decoding — a loose
+    image's size, a zip's images' declared sizes (``ZipInfo.file_size``); ``count``: images.
+    """
+
+    filename: str
+    order: int
+    declared: int
+    count: int
+    candidates: Callable[[], Iterator[_Candidate]]
+    refusable: bool = True  # a refused file is listed and the others go on (add_zip: all or nothing)
+
+
 class NamespaceLocks:
     """One lock per namespace (a server, or one user's direct messages and command line).  A
     quota check and the writes it admits happen under it, so two uploads or trainings at the
@@ -330,104 +347,159 @@ class DatasetService:
             raise ServerLoraError("server_dataset.nothing_to_add")
         checked = self._sizes([(u.filename, len(u.data), archive_kind(u.data[:16]) == "ZIP") for u in uploads])
         default_caption = self.clean_caption(caption, label="caption") if caption else None
-        candidates: list[_Candidate] = []
+        sources: list[_Source] = []
         # Files refused before they were read (``refused``: what check_upload said) come first.
         refused: list[tuple[int, Refusal]] = [(-1, refusal) for refusal in (*before, *checked.refused)]
         for order, upload in enumerate(uploads):
             if order not in checked.accepted:
                 continue
             try:
-                candidates.extend(self._read_upload(upload, default_caption, order))
+                sources.append(self._source(upload, default_caption, order))
             except DatasetError as error:
                 refused.append((order, Refusal(upload.filename, error)))
-        return self._add(scope, name, candidates, refused)
+        return self._add(scope, name, sources, refused)
 
     def add_zip(self, scope: Scope, name: str, source: bytes | str | os.PathLike[str], *,
                 caption: str | None = None) -> AddResult:
-        """Add a dataset zip (see :func:`generation.datasets.read_zip`): all of it or nothing."""
+        """Add a dataset zip (see :func:`generation.datasets.read_zip`): all of it or nothing.
+        Its central directory is judged and its declared sizes checked against the quota before
+        a member is decoded; then one member at a time is decoded and written."""
         with self._uow() as uow:
             self._dataset(uow, scope, name)
         default_caption = self.clean_caption(caption, label="caption") if caption else None
-        members = read_zip(source, limits=self.limits.zip_limits())
-        candidates = [_Candidate(member.name, member.image, member.caption or default_caption) for member in members]
-        return self._add(scope, name, candidates, [])
+        limits = self.limits.zip_limits()
+        plan = plan_zip(source, limits=limits)
 
-    def _read_upload(self, upload: Upload, caption: str | None, order: int) -> list[_Candidate]:
+        def members() -> Iterator[_Candidate]:
+            for member in iter_zip(source, limits=limits):
+                yield _Candidate(member.name, member.image, member.caption or default_caption)
+
+        label = Path(source).name if isinstance(source, (str, os.PathLike)) else "dataset.zip"
+        return self._add(scope, name, [_Source(label, 0, plan.declared_bytes, plan.images, members,
+                                               refusable=False)], [])
+
+    def _source(self, upload: Upload, caption: str | None, order: int) -> _Source:
+        """What one uploaded file brings, judged without decoding (a zip: its central directory)."""
         data = upload.data
         if archive_kind(data[:16]) == "ZIP":
-            members = read_zip(data, limits=self.limits.zip_limits())
-            return [_Candidate(member.name, member.image, member.caption or caption, order) for member in members]
+            limits = self.limits.zip_limits()
+            plan = plan_zip(data, limits=limits)
+
+            def members() -> Iterator[_Candidate]:
+                for member in iter_zip(data, limits=limits):
+                    yield _Candidate(member.name, member.image, member.caption or caption, order)
+
+            return _Source(upload.filename, order, plan.declared_bytes, plan.images, members)
         if len(data) > self.limits.max_image_bytes:  # before a byte is decoded
             raise DatasetError("dataset.image_too_large", name=upload.filename, size=megabytes(len(data)),
                                limit=megabytes(self.limits.max_image_bytes))
-        image = validate_image(data, max_bytes=self.limits.max_image_bytes, name=upload.filename)
-        return [_Candidate(upload.filename, image, caption, order)]
 
-    def _add(self, scope: Scope, name: str, candidates: list[_Candidate],
+        def image() -> Iterator[_Candidate]:
+            yield _Candidate(upload.filename, validate_image(data, max_bytes=self.limits.max_image_bytes,
+                                                             name=upload.filename), caption, order)
+
+        return _Source(upload.filename, order, len(data), 1, image)
+
+    def _add(self, scope: Scope, name: str, sources: list[_Source],
              refused: list[tuple[int, Refusal]]) -> AddResult:
-        """Duplicates and quotas checked, then files written and rows added: all under the
-        namespace's lock, so concurrent uploads are counted one after the other."""
+        """Quotas checked from the declared sizes, then each image decoded, checked for
+        duplicates, written and forgotten (memory: one image at a time), then the rows added:
+        all under the namespace's lock, so concurrent uploads are counted one after the other."""
         with self.locks(scope):
-            return self._add_locked(scope, name, candidates, refused)
+            return self._add_locked(scope, name, sources, refused)
 
-    def _add_locked(self, scope: Scope, name: str, candidates: list[_Candidate],
+    def _add_locked(self, scope: Scope, name: str, sources: list[_Source],
                     refused: list[tuple[int, Refusal]]) -> AddResult:
         with self._uow() as uow:
             dataset = self._dataset(uow, scope, name)
-            existing = uow.datasets.find_pictures(scope, name, [c.image.sha256 for c in candidates])
             numbers = {image.public_id: index + 1 for index, image in enumerate(uow.datasets.images(scope, name))}
             usage = uow.datasets.usage(scope)
-        fresh: list[_Candidate] = []
+        free = self.limits.max_bytes - usage[2]
+        declared = sum(source.declared for source in sources)
+        if declared > free:  # before anything is decoded: what the files say they hold
+            raise self._disk_quota(declared, free)
+        planned = sum(source.count for source in sources)
+        with self._uow() as uow:
+            ids = iter(uow.datasets.free_image_ids(planned)) if planned else iter(())
+        written: list[tuple[str, int]] = []  # (relative path, bytes) of every file written so far
+        rows: list[tuple[str, NewDatasetImage]] = []
         seen: dict[str, str] = {}
-        for candidate in candidates:
-            sha = candidate.image.sha256
-            if sha in existing:
-                other = existing[sha]
-                refused.append((candidate.order, Refusal(candidate.name, ServerLoraError(
-                    "server_dataset.duplicate", name=candidate.name, number=numbers.get(other.public_id, "?"),
-                    other=other.original_name or other.public_id, dataset=dataset.name))))
-            elif sha in seen:
-                refused.append((candidate.order, Refusal(candidate.name, ServerLoraError(
-                    "server_dataset.duplicate_upload", name=candidate.name, other=seen[sha]))))
-            else:
-                seen[sha] = candidate.name
-                fresh.append(candidate)
-        refusals = tuple(refusal for _order, refusal in sorted(refused, key=lambda item: item[0]))
-        if not fresh:
-            _raise_refusals(refusals)
-        self._check_count(dataset, len(fresh))
-        needed = sum(len(c.image.png) for c in fresh)
-        if usage[2] + needed > self.limits.max_bytes:
-            raise ServerLoraError("server_dataset.disk_quota", size=megabytes(needed),
-                                  free=megabytes(max(0, self.limits.max_bytes - usage[2])),
-                                  limit=megabytes(self.limits.max_bytes))
-        written: list[str] = []
+        names: list[str] = []
         try:
-            with self._uow() as uow:
-                ids = uow.datasets.free_image_ids(len(fresh))
-            rows = []
-            for public_id, candidate in zip(ids, fresh, strict=True):
-                stored = self.files.write(dataset_image_path(dataset.public_id, public_id), candidate.image.png)
-                written.append(stored.relative_path)
-                rows.append((public_id, NewDatasetImage(
-                    file_path=stored.relative_path, sha256=candidate.image.sha256, width=candidate.image.width,
-                    height=candidate.image.height, bytes=stored.size, caption=candidate.caption,
-                    original_name=candidate.name)))
+            remaining = planned
+            for source in sources:
+                first_file, first_row = len(written), len(rows)
+                try:
+                    with contextlib.closing(source.candidates()) as candidates:
+                        for candidate in candidates:
+                            remaining -= 1
+                            if not self._fresh(scope, name, dataset, candidate, numbers, seen, refused):
+                                continue
+                            if dataset.image_count + len(rows) + 1 > self.limits.max_images:
+                                self._check_count(dataset, len(rows) + 1 + remaining)
+                            public_id = next(ids)
+                            stored = self.files.write(dataset_image_path(dataset.public_id, public_id),
+                                                      candidate.image.png)
+                            written.append((stored.relative_path, stored.size))
+                            if sum(size for _, size in written) > free:
+                                raise self._disk_quota(sum(size for _, size in written), free)
+                            seen[candidate.image.sha256] = candidate.name
+                            names.append(candidate.name)
+                            rows.append((public_id, NewDatasetImage(
+                                file_path=stored.relative_path, sha256=candidate.image.sha256,
+                                width=candidate.image.width, height=candidate.image.height, bytes=stored.size,
+                                caption=candidate.caption, original_name=candidate.name)))
+                except DatasetError as error:
+                    if not source.refusable:
+                        raise
+                    for path, _size in written[first_file:]:  # that file is refused whole
+                        with contextlib.suppress(OSError):
+                            self.files.delete(path)
+                    for _public_id, row in rows[first_row:]:
+                        seen.pop(row.sha256, None)
+                    del written[first_file:], rows[first_row:], names[first_row:]
+                    refused.append((source.order, Refusal(source.filename, error)))
+            refusals = tuple(refusal for _order, refusal in sorted(refused, key=lambda item: item[0]))
+            if not rows:
+                _raise_refusals(refusals)
+            self._check_count(dataset, len(rows))
             with self._uow() as uow:
                 added = uow.datasets.add_images(scope, name, rows)
                 record = uow.datasets.get(scope, name)
                 uow.commit()
         except BaseException as error:
-            for path in written:
+            for path, _size in written:
                 with contextlib.suppress(OSError):
                     self.files.delete(path)
             if isinstance(error, NameTaken):  # the same picture was added by someone else meanwhile
-                raise ServerLoraError("server_dataset.duplicate_upload", name=fresh[0].name,
+                raise ServerLoraError("server_dataset.duplicate_upload", name=names[0] if names else "?",
                                       other=dataset.name) from None
             if isinstance(error, NotFound):
                 raise self._not_found(scope, name) from None
             raise
         return AddResult(dataset=record, added=tuple(added), refused=refusals)
+
+    def _fresh(self, scope: Scope, name: str, dataset: DatasetRecord, candidate: _Candidate,
+               numbers: dict[str, int], seen: dict[str, str], refused: list[tuple[int, Refusal]]) -> bool:
+        """False (and the refusal listed) for a picture the dataset or this upload has already."""
+        sha = candidate.image.sha256
+        with self._uow() as uow:
+            existing = uow.datasets.find_pictures(scope, name, [sha])
+        if sha in existing:
+            other = existing[sha]
+            refused.append((candidate.order, Refusal(candidate.name, ServerLoraError(
+                "server_dataset.duplicate", name=candidate.name, number=numbers.get(other.public_id, "?"),
+                other=other.original_name or other.public_id, dataset=dataset.name))))
+            return False
+        if sha in seen:
+            refused.append((candidate.order, Refusal(candidate.name, ServerLoraError(
+                "server_dataset.duplicate_upload", name=candidate.name, other=seen[sha]))))
+            return False
+        return True
+
+    def _disk_quota(self, needed: int, free: int) -> ServerLoraError:
+        return ServerLoraError("server_dataset.disk_quota", size=megabytes(needed), free=megabytes(max(0, free)),
+                               limit=megabytes(self.limits.max_bytes))
 
     def _check_count(self, dataset: DatasetRecord, adding: int) -> None:
         if dataset.image_count + adding > self.limits.max_images:
@@ -955,11 +1027,11 @@ class LoraService:
                     name: str | None = None, model: str | None = None, can_manage: bool = False) -> LoraRecord:
         """Add an existing ``.safetensors`` LoRA: size capped, pickles refused, the header read
         without loading anything, every key and shape checked against the base model
-        (``generation.training.inspect_lora``); then stored (file first) as ``ready``.  What the
-        header alone refuses (a LyCORIS LoHa/LoKr or DoRA file…) is refused before the base
-        model is loaded."""
+        (``generation.training.inspect_lora``), every weight a finite number; then stored (file
+        first) as ``ready``.  What the header alone refuses (a LyCORIS LoHa/LoKr or DoRA file…)
+        is refused before the base model is loaded."""
         from generation.training import inspect_lora
-        from generation.training.lora_files import check_lora_file
+        from generation.training.lora_files import check_lora_file, check_lora_values
 
         _require_manage(scope, can_manage)
         if isinstance(data, (str, os.PathLike)):
@@ -978,6 +1050,7 @@ class LoraService:
         check_lora_file(data, name=filename, max_bytes=self.limits.max_import_bytes)  # before the model loads
         engine = self._engine()
         info = inspect_lora(data, engine.load(spec.name), max_bytes=self.limits.max_import_bytes, name=filename)
+        check_lora_values(data, name=filename)  # NaN or infinite weights: black or noise images
         with self._uow() as uow:
             count, _bytes = uow.loras.usage(scope)
             with contextlib.suppress(NotFound):

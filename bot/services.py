@@ -347,16 +347,32 @@ class ImageService:
         if scope is None or self._loras_for is None:
             self._check_loras(request)
             return ()
+        from generation.engine.loras import ResolvedLora  # torch: the engine is near when LoRAs are asked for
+
         resolver = self._loras_for(scope)
-        return tuple(resolver.resolve(ref.name) for ref in request.loras)
+        planned = tuple(resolver.resolve(ref.name) for ref in request.loras)
+        self._check_lora_files([ResolvedLora(name=p.name, path=Path(p.path), short_hash=p.short_hash)
+                                for p in planned], request)
+        return planned
 
     def _check_loras(self, request: Request) -> None:
         if request.loras:
+            from generation.engine.loras import resolve_lora
+
             resolver = self._lora_resolver()
+            files = []
             for ref in request.loras:
                 if resolver is None:  # an engine without a LoRA folder has none to offer
                     raise ModelError("model.no_loras", name=ref.name)
-                resolver.resolve(ref.name)  # ModelError listing what exists
+                files.append(resolve_lora(resolver, ref.name))  # ModelError listing what exists
+            self._check_lora_files(files, request)
+
+    def _check_lora_files(self, files: list[Any], request: Request) -> None:
+        """A LoRA file that cannot be applied (damaged, NaN weights, keys or shapes of another
+        model) is refused here, with one line, instead of failing the job (``Engine.check_loras``:
+        once per file content)."""
+        if files and request.model is not None:
+            self._engine().check_loras(files, request.model)
 
     def _lora_resolver(self):
         return self._engine().lora_resolver

@@ -15,7 +15,10 @@ in any folders.  The archive is untrusted, so:
 * members are then read in chunks, counting the bytes really produced (a lying header
   cannot make a member larger than allowed), and checked: images by
   :func:`~generation.datasets.images.validate_image`, captions as UTF-8 text under a
-  length cap;
+  length cap.  :func:`iter_zip` hands the images over one at a time (memory: one member,
+  whatever the archive holds); :func:`plan_zip` says what an archive holds — images and
+  their declared sizes — from the central directory alone, so a caller checks its quotas
+  before a member is decoded;
 * two images or two captions with the same stem, a caption without an image and two
   identical pictures (same pixels) are refused, naming both members.
 
@@ -124,10 +127,64 @@ class _Entry:
     kind: str  # "image" or "caption"
 
 
+@dataclass(frozen=True, slots=True)
+class ZipPlan:
+    """What an archive holds, from its central directory alone (no member decompressed).
+
+    ``declared_bytes`` is the images' declared (uncompressed) sizes together: what quotas
+    are checked against before anything is decoded.  Reading can only make a member
+    *smaller* than declared (more raises), so the plan bounds what the archive brings.
+    """
+
+    images: int
+    captions: int
+    declared_bytes: int
+
+
 def read_zip(source: bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes], *,
              limits: ZipLimits | None = None) -> list[ZipMember]:
-    """The images (with captions) of a dataset archive, in natural name order; see the module docstring."""
+    """The images (with captions) of a dataset archive, in natural name order; see the module docstring.
+
+    Every image is held in memory: for a large archive use :func:`iter_zip`, which hands
+    them over one at a time.
+    """
+    return list(iter_zip(source, limits=limits))
+
+
+def plan_zip(source: bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes], *,
+             limits: ZipLimits | None = None) -> ZipPlan:
+    """Judge an archive from its central directory (every check of :func:`read_zip` that
+    needs no decompression) and say what it holds; nothing is decoded."""
     limits = limits or ZipLimits()
+    with _archive(source, limits) as (_archive_file, images, captions):
+        return ZipPlan(images=len(images), captions=len(captions),
+                       declared_bytes=sum(entry.info.file_size for entry in images))
+
+
+def iter_zip(source: bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes], *,
+             limits: ZipLimits | None = None) -> Iterator[ZipMember]:
+    """:func:`read_zip` one member at a time: each image is read, decoded and checked only
+    when the next one is asked for, so memory holds one member whatever the archive's size.
+
+    The whole archive is judged from its central directory before the first member is
+    handed over, and every caption (small: at most ``max_caption_bytes`` each) is read and
+    checked first; an image's problem is raised when that image is reached.
+    """
+    limits = limits or ZipLimits()
+    with _archive(source, limits) as (archive, images, captions):
+        texts = {key: _read_caption(archive, entry, limits) for key, entry in captions.items()}
+        seen: dict[str, str] = {}
+        for entry in images:
+            image = _read_image(archive, entry, limits)
+            if image.sha256 in seen:
+                raise DatasetError("dataset.duplicate_image", name=entry.name, other=seen[image.sha256])
+            seen[image.sha256] = entry.name
+            yield ZipMember(name=entry.name, stem=entry.stem, image=image, caption=texts.get(entry.stem.casefold()))
+
+
+@contextmanager
+def _archive(source, limits: ZipLimits) -> Iterator[tuple[zipfile.ZipFile, list[_Entry], dict[str, _Entry]]]:
+    """The opened archive and its plan: images in natural order, captions by stem."""
     with _opened(source, limits) as handle:
         _check_entry_count(handle, limits)
         try:
@@ -139,10 +196,7 @@ def read_zip(source: bytes | bytearray | memoryview | str | os.PathLike[str] | I
             if len(infos) > limits.max_entries:  # the EOCD may lie; the real list is what counts
                 raise DatasetError("dataset.zip_too_many_entries", count=len(infos), limit=limits.max_entries)
             images, captions = _plan(infos, limits)
-            members = _read_images(archive, images, limits)
-            texts = {key: _read_caption(archive, entry, limits) for key, entry in captions.items()}
-    return [ZipMember(name=entry.name, stem=entry.stem, image=image, caption=texts.get(entry.stem.casefold()))
-            for entry, image in members]
+            yield archive, images, captions
 
 
 # ---------------------------------------------------------------------- opening
@@ -332,22 +386,13 @@ def _read_member(archive: zipfile.ZipFile, entry: _Entry, cap: int) -> bytes:
     return bytes(out)
 
 
-def _read_images(archive: zipfile.ZipFile, entries: list[_Entry], limits: ZipLimits
-                 ) -> list[tuple[_Entry, CleanImage]]:
-    seen: dict[str, str] = {}
-    out = []
-    for entry in entries:
-        data = _read_member(archive, entry, limits.max_member_bytes)
-        nested = archive_kind(data[:16])
-        if nested is not None:
-            raise DatasetError("dataset.nested_archive", name=entry.name, kind=nested)
-        image = validate_image(data, max_bytes=limits.max_member_bytes, max_pixels=limits.max_pixels,
-                               min_side=limits.min_side, name=entry.name)
-        if image.sha256 in seen:
-            raise DatasetError("dataset.duplicate_image", name=entry.name, other=seen[image.sha256])
-        seen[image.sha256] = entry.name
-        out.append((entry, image))
-    return out
+def _read_image(archive: zipfile.ZipFile, entry: _Entry, limits: ZipLimits) -> CleanImage:
+    data = _read_member(archive, entry, limits.max_member_bytes)
+    nested = archive_kind(data[:16])
+    if nested is not None:
+        raise DatasetError("dataset.nested_archive", name=entry.name, kind=nested)
+    return validate_image(data, max_bytes=limits.max_member_bytes, max_pixels=limits.max_pixels,
+                          min_side=limits.min_side, name=entry.name)
 
 
 def _read_caption(archive: zipfile.ZipFile, entry: _Entry, limits: ZipLimits) -> str | None:

@@ -5,6 +5,7 @@
 * :mod:`~generation.engine.prompts` — weighted long-prompt encoding, clip skip, SDXL;
 * :mod:`~generation.engine.noise` — per-image CPU noise, variation seeds;
 * :mod:`~generation.engine.loras` — :class:`LoraResolver`, :class:`FolderLoraResolver`, per-call adapters;
+* :mod:`~generation.engine.rows` — on the CPU, the UNet runs each image of a batch as alone (bit-identical);
 * :mod:`~generation.engine.tiling`, :mod:`~generation.engine.preview` — seamless tiling, progress thumbnails.
 """
 

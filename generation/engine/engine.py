@@ -33,6 +33,7 @@ from generation.batching import batch_key, hires_steps_run
 from generation.engine.loras import (
     LoraResolverLike,
     LoraStateCache,
+    LoraVerdicts,
     ResolvedLora,
     applied_loras,
     check_lora,
@@ -41,6 +42,7 @@ from generation.engine.loras import (
 from generation.engine.noise import generator, initial_noise
 from generation.engine.preview import latents_to_preview
 from generation.engine.prompts import EncodedPrompt, PromptEncoder
+from generation.engine.rows import unet_per_image
 from generation.engine.schedulers import make_scheduler
 from generation.engine.tiling import circular_padding
 from generation.errors import Cancelled, ModelError, OutOfMemoryError, RequestError
@@ -138,6 +140,7 @@ class Engine:
         self._models: ModelCache[str, LoadedModel] = ModelCache(
             max_loaded_models, max_bytes=max_model_bytes, size_of=model_bytes if max_model_bytes else None)
         self._lora_states = LoraStateCache()
+        self.lora_verdicts = LoraVerdicts(cache_dir)
         self._hashes: dict[str, str] = {}
         self._lock = threading.RLock()
 
@@ -220,6 +223,39 @@ class Engine:
                 continue
         return None
 
+    # ------------------------------------------------------------------ LoRA files
+    def check_loras(self, loras: Sequence[ResolvedLora], model: str) -> None:
+        """Refuse now, with one line, a LoRA file that a call on ``model`` would refuse.
+
+        For planning, before a job is queued: the file itself (header, kind, finite weights:
+        read once per file content), and its keys and shapes against ``model`` when that is
+        known without loading it — remembered from an earlier call (any process sharing the
+        cache folder), or judged now when the model is loaded in this process.  What is not
+        known yet is judged by :meth:`generate` right after the model loads, before diffusers
+        sees the file.  Raises :class:`~generation.training.errors.LoraFileError` or
+        :class:`~generation.errors.ModelError`.
+        """
+        spec = self.registry.get(model)
+        hashes = [self._check_lora_file(lora) for lora in loras]
+        loaded = self._models.get(spec.name)
+        for lora, sha256 in zip(loras, hashes, strict=True):
+            if loaded is not None and _has_module_table(loaded):
+                self.lora_verdicts.check_model(lora.path, sha256, name=lora.name,
+                                               model_hash=self.model_hash(spec.name), model=loaded)
+            elif self.lora_verdicts.has_model_verdicts(sha256):
+                try:
+                    model_hash = self.model_hash(spec.name)
+                except (ModelError, OSError):  # its files are not here yet: judged when it loads
+                    continue
+                self.lora_verdicts.known_model_verdict(sha256, name=lora.name, model_hash=model_hash)
+
+    def _check_lora_file(self, lora: ResolvedLora) -> str:
+        """The verdict on the file alone (once per content); returns its sha256."""
+        check_lora(lora)  # a pickle or a missing file: refused by name, never cached
+        sha256 = self.hasher.sha256(lora.path)
+        self.lora_verdicts.check_file(lora.path, sha256, name=lora.name)
+        return sha256
+
     # ------------------------------------------------------------------ generation
     def generate(
         self,
@@ -254,12 +290,15 @@ class Engine:
         with self._lock:
             resolver = lora_resolver if lora_resolver is not None else self.lora_resolver
             loras = [(resolve_lora(resolver, ref.name), float(ref.weight)) for ref in first.loras or ()]
-            for lora, _ in loras:
-                check_lora(lora)  # header only: a LoRA that cannot be applied is refused before the model loads
+            for lora, _ in loras:  # the file alone: refused before the model loads
+                self._check_lora_file(lora)
             load_started = time.perf_counter()
             model = self.load(_resolved(first.model, "model"))
             load_s = time.perf_counter() - load_started
             model_hash = self.model_hash(_resolved(first.model, "model"))
+            for lora, _ in loras:  # its keys and shapes against this model, before diffusers sees it
+                self.lora_verdicts.check_model(lora.path, self.hasher.sha256(lora.path), name=lora.name,
+                                               model_hash=model_hash, model=model)
             out_of_memory = False
             try:
                 images, parts = self._run(model, requests, init_images, loras, on_step, should_abort,
@@ -346,7 +385,7 @@ class Engine:
             height=height, width=width, num_inference_steps=steps, guidance_scale=float(_resolved(first.cfg, "cfg")),
             latents=noise.to(device=model.device, dtype=model.dtype), generator=generators, output_type="pil",
         )
-        return self._call(pipe, kwargs, progress.phase("base", steps))
+        return self._call(model, pipe, kwargs, progress.phase("base", steps), images=len(requests))
 
     def _hires_pass(self, model: LoadedModel, requests: list[Request], embeds: list[EncodedPrompt],
                     images: list[Image.Image], progress: _Progress) -> list[Image.Image]:
@@ -365,17 +404,21 @@ class Engine:
             guidance_scale=float(_resolved(first.cfg, "cfg")), generator=[generator(seed) for seed in seeds],
             output_type="pil",
         )
-        return self._call(pipe, kwargs, progress.phase("hires", hires_steps_run(first)))
+        return self._call(model, pipe, kwargs, progress.phase("hires", hires_steps_run(first)), images=len(requests))
 
     @staticmethod
-    def _call(pipe: Any, kwargs: dict[str, Any], phase: _Phase) -> list[Image.Image]:
+    def _call(model: LoadedModel, pipe: Any, kwargs: dict[str, Any], phase: _Phase, *, images: int
+              ) -> list[Image.Image]:
         if phase.callback is not None:
             kwargs["callback_on_step_end"] = phase.callback
             kwargs["callback_on_step_end_tensor_inputs"] = ["latents"] if phase.wants_latents else []
-        with quiet_libraries():  # scheduler chatter ("lower_order_final"...) is not the user's to act on
-            images = pipe(**kwargs).images
+        # On the CPU each image's UNet rows run as its own call would: batched == alone, bit for bit.
+        on_cpu = model.device.type == "cpu"
+        with quiet_libraries(), unet_per_image(pipe.unet, images=images, enabled=on_cpu):
+            # (quiet: scheduler chatter, "lower_order_final"..., is not the user's to act on)
+            images_out = pipe(**kwargs).images
         phase.finish()
-        return list(images)
+        return list(images_out)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -488,6 +531,15 @@ def _vae_modes(vae: Any, *, slicing: bool, tiling: bool) -> Iterator[None]:
         yield
     finally:
         vae.use_slicing, vae.use_tiling = before
+
+
+def _has_module_table(model: LoadedModel) -> bool:
+    """Whether a LoRA check may read ``model``'s layers from another thread: only once they are
+    listed (the first LoRA call lists them under the engine's lock; listing reads the modules
+    while a call may be adding adapters to them)."""
+    from generation.training.lora_files import has_module_table
+
+    return has_module_table(model)
 
 
 def _has_lora_layers(model: LoadedModel) -> bool:

@@ -6,7 +6,12 @@ its A1111 short hash.  :class:`FolderLoraResolver` is the simple one: every
 ``*.safetensors`` in a folder, by file name.
 
 :func:`check_lora` reads a LoRA's header before anything is loaded, so a kind the engine
-cannot apply is refused before the base model is.  :func:`applied_loras` loads each LoRA as
+cannot apply is refused before the base model is.  :class:`LoraVerdicts` then judges a file
+as an import is judged — every weight a finite number, every key a layer of the base model
+with a shape that fits it — once per file content (sha256) and base model, remembered in
+the cache folder, so a bad file in the operator's folder is refused with one line (at
+planning, when the verdict is known or the model is loaded there) instead of failing inside
+diffusers.  :func:`applied_loras` loads each LoRA as
 a named PEFT adapter, sets the weights, and *always* unloads everything in ``finally``: the
 pipelines are shared by every request, and a LoRA left behind would silently change the
 next user's images.
@@ -14,6 +19,9 @@ next user's images.
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -23,7 +31,7 @@ from difflib import get_close_matches
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from generation.errors import ModelError
+from generation.errors import BrushworkError, ModelError
 from generation.models._quiet import quiet_libraries
 from generation.models.hashing import FileHasher
 
@@ -118,6 +126,142 @@ def check_lora(lora: ResolvedLora) -> None:
     check_lora_file(lora.path, name=lora.name, max_bytes=None)
 
 
+VERDICTS_FILE = "lora-verdicts.json"
+VERDICTS_VERSION = 1
+_ACCEPTED = "ok"
+_NOT_REMEMBERED = frozenset({"lora.unreadable"})  # the file could not be read this time: not a verdict on it
+
+
+class LoraVerdicts:
+    """What was decided about LoRA files, by the sha256 of the file (and the base model's hash).
+
+    Two verdicts per file: its own (a sound header, a kind the engine applies, finite
+    weights: :func:`~generation.training.lora_files.check_lora_values`) and, per base model,
+    whether its keys and shapes fit that model
+    (:func:`~generation.training.lora_files.inspect_lora`).  A refusal is kept as its error's
+    code and parameters and raised again as the same one-line error, without reading the file
+    again.  ``cache_dir=None``: this process only; otherwise a JSON file any process reads
+    (a file is named by its content, so a verdict never goes stale).
+    """
+
+    def __init__(self, cache_dir: Path | str | None = None) -> None:
+        self._file = Path(cache_dir).expanduser() / VERDICTS_FILE if cache_dir is not None else None
+        self._lock = threading.Lock()
+        self._entries: dict[str, Any] = {}
+        self.judged = 0  # how many verdicts were really computed (the tests read it)
+
+    def check_file(self, path: Path, sha256: str, *, name: str) -> None:
+        """The verdict on the file alone (raises its refusal)."""
+        def judge() -> None:
+            from generation.training.lora_files import check_lora_file, check_lora_values
+
+            header = check_lora_file(path, name=name, max_bytes=None)
+            check_lora_values(path, name=name, header=header)
+
+        self._verdict(sha256, name, judge)
+
+    def check_model(self, path: Path, sha256: str, *, name: str, model_hash: str, model: Any) -> None:
+        """The verdict on the file against a loaded base model (raises its refusal)."""
+        def judge() -> None:
+            from generation.training.lora_files import inspect_lora
+
+            inspect_lora(path, model, max_bytes=1 << 62, name=name)
+
+        self._verdict(f"{sha256}@{model_hash}", name, judge)
+
+    def known_model_verdict(self, sha256: str, *, name: str, model_hash: str) -> bool:
+        """Raise a refusal remembered for this file and model; True when it was accepted."""
+        return self._remembered(f"{sha256}@{model_hash}", name)
+
+    def has_model_verdicts(self, sha256: str) -> bool:
+        """Whether this file was judged against some model (then its hash is worth computing)."""
+        prefix = f"{sha256}@"
+        with self._lock:
+            if any(key.startswith(prefix) for key in self._entries):
+                return True
+            return any(key.startswith(prefix) for key in self._read())
+
+    # -- internals ------------------------------------------------------------------------
+    def _verdict(self, key: str, name: str, judge: Callable[[], None]) -> None:
+        if self._remembered(key, name):
+            return
+        try:
+            judge()
+        except BrushworkError as error:
+            if error.code not in _NOT_REMEMBERED:
+                self._store(key, {"code": error.code, "params": _json_params(error.params),
+                                  "type": type(error).__name__})
+            raise
+        self._store(key, _ACCEPTED)
+
+    def _remembered(self, key: str, name: str) -> bool:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = self._read().get(key)
+                if entry is not None:
+                    self._entries[key] = entry
+        if entry == _ACCEPTED:
+            return True
+        if not isinstance(entry, dict) or not isinstance(entry.get("code"), str):
+            return False  # none, or a damaged entry: judged again
+        raise _refusal(entry, name)
+
+    def _store(self, key: str, entry: Any) -> None:
+        with self._lock:
+            self.judged += 1
+            self._entries[key] = entry
+            if self._file is None:
+                return
+            entries = self._read()
+            entries[key] = entry
+            try:
+                self._file.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=".lora-verdicts-", suffix=".json", dir=self._file.parent)
+                try:
+                    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                        json.dump({"version": VERDICTS_VERSION, "entries": entries}, handle, sort_keys=True)
+                    os.replace(tmp, self._file)  # atomic: other processes read a whole file or the old one
+                except BaseException:
+                    Path(tmp).unlink(missing_ok=True)
+                    raise
+            except OSError:
+                pass  # a read-only cache folder only costs a second look at the file
+
+    def _read(self) -> dict[str, Any]:
+        if self._file is None or not self._file.is_file():
+            return {}
+        try:
+            data = json.loads(self._file.read_text("utf-8"))
+        except (OSError, ValueError):
+            return {}  # a damaged cache only costs a second look
+        entries = data.get("entries") if isinstance(data, dict) and data.get("version") == VERDICTS_VERSION else None
+        return dict(entries) if isinstance(entries, dict) else {}
+
+
+def _json_params(params: dict[str, Any]) -> dict[str, Any]:
+    """An error's parameters as JSON keeps them (lists stay lists: the message renders them alike)."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            return value
+        if isinstance(value, (list, tuple)):
+            return [plain(item) for item in value]
+        return str(value)
+
+    return {key: plain(value) for key, value in params.items()}
+
+
+def _refusal(entry: dict[str, Any], name: str) -> BrushworkError:
+    """A remembered refusal, as the error it was (named as this request names the LoRA)."""
+    from generation.training.errors import LoraFileError
+
+    params = dict(entry.get("params") or {})
+    if "name" in params:
+        params["name"] = name
+    cls = LoraFileError if entry.get("type") == "LoraFileError" else ModelError
+    return cls(entry["code"], **params)
+
+
 class LoraStateCache:
     """The last few LoRA files read into memory, so a popular LoRA is not re-read per image."""
 
@@ -144,12 +288,18 @@ class LoraStateCache:
         try:
             state = load_file(str(path))
         except Exception as exc:  # a damaged file: say which one
-            raise ModelError("model.lora_load_failed", name=lora.name, detail=str(exc)[:300]) from None
+            raise ModelError("model.lora_load_failed", name=lora.name, detail=_one_line(exc)) from None
         with self._lock:
             self._items[key] = state
             while len(self._items) > self.max_items:
                 self._items.popitem(last=False)
         return state
+
+
+def _one_line(error: BaseException, limit: int = 300) -> str:
+    """A library's message as one line of at most ``limit`` characters (torch's span dozens)."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @contextmanager
@@ -167,10 +317,14 @@ def applied_loras(pipe: Any, loras: Sequence[tuple[ResolvedLora, float]], states
                 with quiet_libraries():
                     pipe.load_lora_weights(dict(state), adapter_name=adapter)
             except (ValueError, KeyError, RuntimeError, TypeError) as exc:
-                raise ModelError("model.lora_load_failed", name=lora.name, detail=str(exc)[:300]) from None
+                raise ModelError("model.lora_load_failed", name=lora.name, detail=_one_line(exc)) from None
             adapters.append(adapter)
         if adapters:
-            pipe.set_adapters(adapters, adapter_weights=[float(w) for _, w in loras])
+            try:
+                pipe.set_adapters(adapters, adapter_weights=[float(w) for _, w in loras])
+            except (ValueError, KeyError, RuntimeError, TypeError) as exc:  # a file none of whose keys applied
+                names = ", ".join(lora.name for lora, _ in loras)
+                raise ModelError("model.lora_load_failed", name=names, detail=_one_line(exc)) from None
         yield
     finally:
         if touched:

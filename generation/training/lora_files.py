@@ -376,6 +376,40 @@ def refuse_other_kinds(header: SafetensorsHeader, name: str) -> None:
         if kind is not None:
             raise LoraFileError("lora.unsupported_kind", name=name, kind=kind, key=key[:200])
 
+def check_lora_values(source: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
+                      name: str | None = None, header: SafetensorsHeader | None = None) -> None:
+    """Refuse a LoRA whose weights hold NaN or infinite numbers (``lora.not_finite``).
+
+    Every tensor is read once, one at a time (memory: the largest tensor), and judged from
+    its bits: diffusers would apply such a LoRA and make a black or noise image, with only a
+    RuntimeWarning in a log.  ``header``: the one already read, if any.
+    """
+    import numpy as np
+
+    with _open_source(source) as (handle, size, label):
+        name = name or label
+        if header is None:
+            header = _read_header(handle, size, name=name, max_bytes=1 << 62,
+                                  max_header_bytes=DEFAULT_MAX_HEADER_BYTES)
+        for key, entry in sorted(header.tensors.items(), key=lambda item: item[1]["data_offsets"][0]):
+            begin, end = entry["data_offsets"]
+            handle.seek(header.data_start + begin)
+            raw = handle.read(end - begin)
+            if len(raw) != end - begin:
+                raise LoraFileError("lora.truncated", name=name)
+            bits, exponent = _FLOAT_BITS[entry["dtype"]]
+            values = np.frombuffer(raw, dtype=bits)
+            bad = np.flatnonzero((values & exponent) == exponent)  # all exponent bits set: NaN or ±Inf
+            if bad.size:
+                raise LoraFileError("lora.not_finite", name=name, key=key[:200], count=int(bad.size),
+                                    total=int(values.size))
+
+
+# the unsigned integer of each float type's width, and its exponent bits (all set: NaN or ±Inf)
+_FLOAT_BITS = {"F16": ("<u2", 0x7C00), "BF16": ("<u2", 0x7F80), "F32": ("<u4", 0x7F800000),
+               "F64": ("<u8", 0x7FF0000000000000)}
+
+
 class _open_source:
     def __init__(self, source) -> None:
         self.source = source
@@ -551,6 +585,11 @@ def module_table(model: LoadedModel) -> dict[str, dict[str, ModuleShape]]:
     return table
 
 
+def has_module_table(model: LoadedModel) -> bool:
+    """Whether :func:`module_table` was computed for ``model`` already."""
+    return _TABLE_KEY in model.extras
+
+
 def module_from_kohya(key_or_name: str, table: Mapping[str, Mapping[str, ModuleShape]]
                       ) -> tuple[str, str] | None:
     """``lora_unet_down_blocks_0_…_to_q[.lora_down.weight]`` -> ``("unet", "down_blocks.0.….to_q")``."""
@@ -649,7 +688,7 @@ def _check_module(name: str, component: str, path: str, parts: dict[str, str], h
     up = list(header.tensors[parts["up"]]["shape"])
     if len(down) < 2 or len(up) < 2:
         raise LoraFileError("lora.shape_mismatch", name=name, key=parts["down" if len(down) < 2 else "up"],
-                            expected="a matrix", got=down if len(down) < 2 else up)
+                            expected="a matrix", got=str(down if len(down) < 2 else up))
     rank = down[0]
     if up[1] != rank or rank < 1:
         raise LoraFileError("lora.rank_mismatch", name=name, module=module, down=down[0], up=up[1])
@@ -663,10 +702,10 @@ def _check_module(name: str, component: str, path: str, parts: dict[str, str], h
         up_ok = up == [target.out_features, rank, 1, 1]
         expected_down = f"[{rank}, {target.in_features}, {kh}, {kw}]"
     if not down_ok:
-        raise LoraFileError("lora.shape_mismatch", name=name, key=parts["down"], expected=expected_down, got=down)
+        raise LoraFileError("lora.shape_mismatch", name=name, key=parts["down"], expected=expected_down, got=str(down))
     if not up_ok:
         raise LoraFileError("lora.shape_mismatch", name=name, key=parts["up"],
-                            expected=f"[{target.out_features}, {rank}]", got=up)
+                            expected=f"[{target.out_features}, {rank}]", got=str(up))
     if "alpha" in parts and math.prod(header.tensors[parts["alpha"]]["shape"]) != 1:
         raise LoraFileError("lora.bad_alpha", name=name, key=parts["alpha"])
     return rank

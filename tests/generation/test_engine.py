@@ -115,6 +115,60 @@ def test_batch_with_prompts_of_different_lengths_equals_alone(tiny_engine):
     assert max_diff(pixels(batch[1].image), run(tiny_engine, long_prompt, seed=12)) == 0
 
 
+def mixed_batch(sampler: str, **fields) -> list[Request]:
+    """Different users' requests that share a call: other prompts, seeds, weights, lengths, a variation."""
+    return [*tiny("a cat", seed=101, sampler=sampler, **fields),
+            *tiny("a (dog:1.3) on a hill", seed=102, sampler=sampler, **fields),
+            *tiny("a fox", seed=103, vary_seed=7, vary_strength=0.3, sampler=sampler, **fields),
+            *tiny("masterpiece, " * 12 + "a lake", seed=104, sampler=sampler, **fields),
+            *tiny("a cat", seed=105, sampler=sampler, **fields)]
+
+
+@pytest.mark.parametrize(("sampler", "fields"), [
+    ("Euler", {}), ("DPM++ SDE", {}), ("Euler a", {"cfg": 1.0}),
+    ("DPM++ 2M Karras", {"hires": Hires(scale=1.5, steps=2, strength=0.5), "tile": True}),
+], ids=["euler", "dpmpp-sde", "no-guidance", "hires-tile"])
+def test_every_image_of_a_mixed_batch_is_byte_for_byte_its_request_alone(tiny_engine, sampler, fields):
+    """Issue 17.9: image 1 (seed 102) of a batch differed from itself alone in 2 values by 1/255."""
+    requests = mixed_batch(sampler, **fields)
+    batch = tiny_engine.generate(requests)
+    for request, made in zip(requests, batch, strict=True):
+        alone = tiny_engine.generate([request])[0].image
+        assert made.image.tobytes() == alone.tobytes(), f"seed {request.seed} differs from itself alone"
+
+
+def test_a_request_gives_the_same_bytes_whatever_it_is_batched_with(tiny_engine):
+    """A retried job meets other companions (or none): its pixels are those of its first try."""
+    mine = tiny("a lighthouse at dusk", seed=102, sampler="Euler a")[0]
+    others = mixed_batch("Euler a")
+    first = tiny_engine.generate([others[0], mine, others[2]])[1].image.tobytes()
+    assert tiny_engine.generate([mine, *others[1:]])[0].image.tobytes() == first
+    assert tiny_engine.generate([others[4], mine])[1].image.tobytes() == first
+    assert tiny_engine.generate([mine])[0].image.tobytes() == first
+
+
+def test_the_unet_is_split_per_image_on_the_cpu_only_for_the_call(tiny_engine):
+    from generation.engine.rows import image_rows, unet_per_image
+
+    assert image_rows(6, 3) == [[0, 3], [1, 4], [2, 5]]  # guidance: [uncond…, cond…]
+    assert image_rows(3, 3) == [[0], [1], [2]]
+    assert image_rows(2, 1) == [[0, 1]]
+    unet = tiny_engine.load("tiny").txt2img.unet
+    batches: list[int] = []
+    hook = unet.conv_in.register_forward_hook(lambda module, args, out: batches.append(int(args[0].shape[0])))
+    try:
+        with torch.no_grad(), unet_per_image(unet, images=3):
+            out = unet(torch.zeros(6, 4, 8, 8), torch.tensor(10), encoder_hidden_states=torch.zeros(6, 77, 32),
+                       return_dict=False)[0]
+        assert batches == [2, 2, 2] and tuple(out.shape) == (6, 4, 8, 8)
+        assert "forward" not in unet.__dict__  # the module's own forward again after the call
+        with torch.no_grad(), unet_per_image(unet, images=3, enabled=False):
+            unet(torch.zeros(6, 4, 8, 8), torch.tensor(10), encoder_hidden_states=torch.zeros(6, 77, 32))
+        assert batches[3:] == [6]  # an accelerator keeps the whole batch in one forward
+    finally:
+        hook.remove()
+
+
 def test_variation_strength_one_is_the_variation_seed(tiny_engine):
     varied = run(tiny_engine, seed=10, vary_seed=99, vary_strength=1.0)
     assert max_diff(varied, run(tiny_engine, seed=99)) == 0
