@@ -39,7 +39,7 @@ import contextlib
 import os
 import shutil
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from difflib import get_close_matches
 from pathlib import Path
@@ -219,7 +219,7 @@ class _Source:
     order: int
     declared: int
     count: int
-    candidates: Callable[[], Iterator[_Candidate]]
+    candidates: Callable[[], Generator[_Candidate, None, None]]
     refusable: bool = True  # a refused file is listed and the others go on (add_zip: all or nothing)
 
 
@@ -370,7 +370,7 @@ class DatasetService:
         limits = self.limits.zip_limits()
         plan = plan_zip(source, limits=limits)
 
-        def members() -> Iterator[_Candidate]:
+        def members() -> Generator[_Candidate, None, None]:
             for member in iter_zip(source, limits=limits):
                 yield _Candidate(member.name, member.image, member.caption or default_caption)
 
@@ -385,7 +385,7 @@ class DatasetService:
             limits = self.limits.zip_limits()
             plan = plan_zip(data, limits=limits)
 
-            def members() -> Iterator[_Candidate]:
+            def members() -> Generator[_Candidate, None, None]:
                 for member in iter_zip(data, limits=limits):
                     yield _Candidate(member.name, member.image, member.caption or caption, order)
 
@@ -394,7 +394,7 @@ class DatasetService:
             raise DatasetError("dataset.image_too_large", name=upload.filename, size=megabytes(len(data)),
                                limit=megabytes(self.limits.max_image_bytes))
 
-        def image() -> Iterator[_Candidate]:
+        def image() -> Generator[_Candidate, None, None]:
             yield _Candidate(upload.filename, validate_image(data, max_bytes=self.limits.max_image_bytes,
                                                              name=upload.filename), caption, order)
 
